@@ -1,0 +1,170 @@
+"""Signup -> confirmation mail -> confirm -> login, plus resend and logout."""
+
+from urllib.parse import urlsplit
+
+from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app.auth import bp
+from app.auth.forms import LoginForm, LogoutForm, ResendForm, SignupForm
+from app.auth.mails import notify_existing_account, send_confirmation
+from app.auth.tokens import TokenExpired, TokenInvalid, read_confirm_token
+from app.extensions import db, limiter
+from app.models import User, utcnow
+
+
+def signup_rate_limit():
+    """The per-client signup limit, read from config so tests and deployments can tune it."""
+    return current_app.config["SIGNUP_RATE_LIMIT"]
+
+
+def normalize_email(address):
+    """Compare addresses case-insensitively, the way people expect."""
+    return address.strip().lower()
+
+
+@bp.route("/signup", methods=["GET", "POST"])
+@limiter.limit(signup_rate_limit, methods=["POST"])
+def signup():
+    """Create an account and enqueue its confirmation mail; never tell whether the address exists."""
+    form = SignupForm()
+    if not form.validate_on_submit():
+        status = 400 if request.method == "POST" else 200
+        return render_template("auth/signup.html", form=form), status
+
+    email = normalize_email(form.email.data)
+    existing = db.session.scalar(select(User).filter_by(email=email))
+    if existing is None:
+        existing = create_account(email, form.password.data)
+    if existing is not None:
+        notify_existing_account(existing)
+    return redirect(url_for("auth.check_inbox"))
+
+
+def create_account(email, password):
+    """Commit a new user, then enqueue the confirmation; return the existing user on a race.
+
+    The job is enqueued only after the commit, so the worker can never see a user that is
+    not there. If the enqueue fails (the queue's Redis is down), the user row is removed
+    again: no account is left without its pending confirmation mail.
+    """
+    user = User(email=email)
+    user.set_password(password)
+    db.session.add(user)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Two submits of the same address at once: the other one created the account.
+        db.session.rollback()
+        return db.session.scalar(select(User).filter_by(email=email))
+    try:
+        send_confirmation(user, first=True)
+    except Exception:
+        db.session.delete(user)
+        db.session.commit()
+        raise  # a RedisError becomes the 503 page (see register_error_handlers)
+    return None
+
+
+@bp.route("/check-inbox")
+def check_inbox():
+    """The page after signup; identical for new and already registered addresses."""
+    return render_template("auth/check_inbox.html")
+
+
+@bp.route("/confirm/<token>")
+def confirm(token):
+    """Confirm the account named in a signed token, once."""
+    try:
+        user_id, email = read_confirm_token(token)
+    except TokenExpired:
+        return render_template("auth/confirm_failed.html", reason="expired"), 400
+    except TokenInvalid:
+        return render_template("auth/confirm_failed.html", reason="invalid"), 400
+
+    user = db.session.get(User, user_id)
+    if user is None or user.email != email:
+        return render_template("auth/confirm_failed.html", reason="invalid"), 400
+    if user.confirmed:
+        return render_template("auth/confirm_failed.html", reason="used"), 409
+
+    user.confirmed_at = utcnow()
+    db.session.commit()
+    flash("Your account is confirmed. Welcome!", "success")
+    if current_user.is_authenticated:
+        return redirect(url_for("main.index"))
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """Sign in; the session gets a new id so one planted before login is worthless."""
+    form = LoginForm()
+    if not form.validate_on_submit():
+        status = 400 if request.method == "POST" else 200
+        return render_template("auth/login.html", form=form), status
+
+    user = db.session.scalar(select(User).filter_by(email=normalize_email(form.email.data)))
+    if user is None or not user.check_password(form.password.data):
+        form.password.errors.append("Invalid email or password.")
+        return render_template("auth/login.html", form=form), 400
+
+    login_user(user)
+    current_app.session_interface.regenerate(session)
+    return redirect(safe_next_url(request.args.get("next")) or url_for("main.index"))
+
+
+def safe_next_url(target):
+    """Accept only a local path as the post-login destination (no open redirect)."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return None
+    return target
+
+
+@bp.route("/logout", methods=["POST"])
+def logout():
+    """Sign out and drop the server-side session."""
+    if LogoutForm().validate_on_submit():
+        logout_user()
+        session.clear()
+        flash("You have been logged out.", "info")
+    return redirect(url_for("main.index"))
+
+
+@bp.route("/unconfirmed")
+@login_required
+def unconfirmed():
+    """Ask a signed-in but unconfirmed user to confirm first."""
+    if current_user.confirmed:
+        return redirect(url_for("main.index"))
+    return render_template("auth/unconfirmed.html", form=ResendForm())
+
+
+@bp.route("/resend", methods=["POST"])
+@login_required
+@limiter.limit("5 per hour", methods=["POST"])
+def resend():
+    """Enqueue a fresh confirmation mail for the signed-in user."""
+    if current_user.confirmed:
+        return redirect(url_for("main.index"))
+    if ResendForm().validate_on_submit():
+        send_confirmation(current_user)
+        flash("A new confirmation mail is on its way.", "info")
+    return redirect(url_for("auth.unconfirmed"))
+
+
+@bp.before_app_request
+def ask_unconfirmed_to_confirm():
+    """Send a signed-in, unconfirmed user from the main pages to the 'please confirm' page."""
+    if (
+        current_user.is_authenticated
+        and not current_user.confirmed
+        and request.blueprint == "main"
+    ):
+        return redirect(url_for("auth.unconfirmed"))
+    return None

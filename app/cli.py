@@ -1,0 +1,130 @@
+"""`flask` commands: doctor (is everything wired right?) and redis-peek (what is in Redis?)."""
+
+import json
+import smtplib
+import sys
+import zlib
+
+import click
+from flask import current_app
+from rq import Worker
+
+from app.redis import ROLE_KEY_PREFIXES, ROLE_URL_SETTINGS, get_queue, redis_client
+from app.redis_info import role_problems, role_status, scan_keys
+
+
+def register_cli(app):
+    """Attach the commands to the app's `flask` CLI."""
+    app.cli.add_command(doctor)
+    app.cli.add_command(redis_peek)
+
+
+def check_worker():
+    """Return (ok, text) for 'some rq worker listens on mailers'."""
+    try:
+        queue = get_queue("mailers")
+        workers = Worker.all(queue=queue)
+    except Exception as exc:  # an unreachable jobs Redis is reported by the role check too
+        return False, f"cannot list workers: {exc}"
+    if not workers:
+        return False, "no rq worker listens on 'mailers': queued mail waits until one starts (see Procfile)"
+    names = ", ".join(worker.name for worker in workers)
+    return True, f"{len(workers)} worker(s) on 'mailers': {names}"
+
+
+def check_smtp():
+    """Return (ok, text) for 'the SMTP server answers'."""
+    config = current_app.config
+    try:
+        with smtplib.SMTP(config["MAIL_SERVER"], config["MAIL_PORT"], local_hostname=config["MAIL_LOCAL_HOSTNAME"], timeout=5) as smtp:
+            code, banner = smtp.noop()
+    except (OSError, smtplib.SMTPException) as exc:
+        return False, f"{config['MAIL_SERVER']}:{config['MAIL_PORT']} unreachable: {exc}"
+    return code == 250, f"{config['MAIL_SERVER']}:{config['MAIL_PORT']} answers ({code})"
+
+
+@click.command("doctor")
+def doctor():
+    """Check each Redis role, a worker on `mailers` and the SMTP server; exit 1 on a problem."""
+    failed = False
+    for role in ROLE_URL_SETTINGS:
+        status = role_status(role)
+        problems = role_problems(status)
+        failed |= bool(problems)
+        mark = "FAIL" if problems else "ok"
+        detail = (
+            f"Redis {status['version']} at {status['where']}, AOF {'on' if status['aof'] else 'off'}, "
+            f"maxmemory-policy {status['maxmemory_policy']}"
+            if status["ok"]
+            else status["where"]
+        )
+        click.echo(f"[{mark:4}] {role:8} {detail}")
+        for problem in problems:
+            click.echo(f"         - {problem}")
+    for name, (ok, text) in (("worker", check_worker()), ("smtp", check_smtp())):
+        failed |= not ok
+        click.echo(f"[{'ok' if ok else 'FAIL':4}] {name:8} {text}")
+    click.echo("Problems found." if failed else "All good.")
+    sys.exit(1 if failed else 0)
+
+
+def decode_value(raw):
+    """Show a stored value readably: JSON if it is JSON (or zlib-compressed JSON), else a safe repr.
+
+    Never unpickles: a value that is not JSON is shown as bytes, not executed.
+    """
+    for candidate in (raw, safe_decompress(raw)):
+        if candidate is None:
+            continue
+        try:
+            return json.loads(candidate)
+        except (ValueError, UnicodeDecodeError):
+            continue
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+    return text if text.isprintable() else repr(raw[:120])
+
+
+def safe_decompress(raw):
+    """RQ compresses job data with zlib; return the inflated bytes or None."""
+    try:
+        return zlib.decompress(raw)
+    except (zlib.error, TypeError):
+        return None
+
+
+def read_key(client, key):
+    """Return (type, value) of one key, decoded for display."""
+    kind = client.type(key).decode()
+    if kind == "string":
+        return kind, decode_value(client.get(key))
+    if kind == "hash":
+        return kind, {field.decode(): decode_value(value) for field, value in client.hgetall(key).items()}
+    if kind == "list":
+        return kind, [decode_value(item) for item in client.lrange(key, 0, 9)]
+    if kind == "zset":
+        return kind, [member.decode() for member in client.zrange(key, 0, 9)]
+    if kind == "set":
+        return kind, sorted(member.decode() for member in client.sscan_iter(key, count=10))
+    return kind, None
+
+
+@click.command("redis-peek")
+@click.option("--role", type=click.Choice(list(ROLE_URL_SETTINGS)), multiple=True, help="Only these roles.")
+@click.option("--limit", default=20, show_default=True, help="Keys shown per role.")
+def redis_peek(role, limit):
+    """List keys by role (cache, sessions, jobs) with TTL and decoded value."""
+    for name in role or ROLE_URL_SETTINGS:
+        client = redis_client(name)
+        prefixes = ROLE_KEY_PREFIXES[name]
+        where = client.connection_pool.connection_kwargs
+        click.secho(f"== {name} ({' '.join(p + '*' for p in prefixes)}) on {where.get('host')}:{where.get('port')}", bold=True)
+        keys = sorted(scan_keys(client, prefixes))
+        for key in keys[:limit]:
+            kind, value = read_key(client, key)
+            ttl = client.ttl(key)
+            click.echo(f"{key.decode()}  [{kind}, ttl {'none' if ttl == -1 else f'{ttl}s'}]")
+            click.echo("    " + json.dumps(value, default=str, ensure_ascii=False)[:2000])
+        if len(keys) > limit:
+            click.echo(f"... and {len(keys) - limit} more")
+        if not keys:
+            click.echo("(no keys)")

@@ -1,0 +1,167 @@
+"""Mail: deliver_later() enqueues on `mailers`, deliver_now() sends; send_mail_job() is the RQ job."""
+
+import hashlib
+import logging
+import smtplib
+import uuid
+from email.utils import parseaddr
+
+from flask import current_app, render_template
+from flask_mail import BadHeaderError, Connection, Message
+from jinja2 import TemplateNotFound
+from rq import Retry, get_current_job
+
+from app.redis import get_queue, redis_client
+
+log = logging.getLogger(__name__)
+
+# The job is enqueued by dotted path, so the web process never imports worker code.
+MAIL_JOB = "app.mail.send_mail_job"
+SENT_MARKER_PREFIX = "mail:sent:"
+
+
+class PermanentMailError(Exception):
+    """A mail the SMTP server refused for good (5xx): retrying cannot help."""
+
+
+class MailConnection(Connection):
+    """Flask-Mail's SMTP connection, plus a fixed EHLO name and a socket timeout.
+
+    Without local_hostname, smtplib looks up this host's FQDN on every connection.
+    """
+
+    def configure_host(self):
+        """Open the SMTP connection the way Flask-Mail does, with our two extra settings."""
+        config = current_app.config
+        smtp_class = smtplib.SMTP_SSL if self.mail.use_ssl else smtplib.SMTP
+        host = smtp_class(
+            self.mail.server,
+            self.mail.port,
+            local_hostname=config["MAIL_LOCAL_HOSTNAME"],
+            timeout=config["MAIL_TIMEOUT"],
+        )
+        if self.mail.use_tls:
+            host.starttls()
+        if self.mail.username and self.mail.password:
+            host.login(self.mail.username, self.mail.password)
+        return host
+
+
+def has_line_break(*values):
+    """True if any value holds CR or LF, the way a header injection starts."""
+    return any("\r" in value or "\n" in value for value in values)
+
+
+def new_message_id(kind, key=None):
+    """Return a Message-ID fixed at enqueue time, so every re-run of the job sends the same mail.
+
+    With a key (e.g. a user id plus a time window) the id is deterministic; without one it is
+    random but still chosen once, before the job exists.
+    """
+    sender = current_app.config["MAIL_DEFAULT_SENDER"]
+    domain = parseaddr(sender)[1].partition("@")[2] or "localhost"
+    local_part = f"{kind}.{key}" if key is not None else f"{kind}.{uuid.uuid4().hex}"
+    return f"<{local_part.replace('/', '.')}@{domain}>"
+
+
+def job_id_for(message_id):
+    """Derive the RQ job id from the Message-ID: enqueueing one mail twice gives one job."""
+    return "mail-" + hashlib.sha256(message_id.encode()).hexdigest()[:32]
+
+
+def build_message(template, to, subject, context, message_id):
+    """Render `<template>.txt` and `<template>.html` into a Flask-Mail Message."""
+    prefix = current_app.config["MAIL_SUBJECT_PREFIX"]
+    message = Message(
+        subject=prefix + subject,
+        recipients=[to],
+        body=render_template(f"{template}.txt", **context),
+        html=render_template(f"{template}.html", **context),
+    )
+    message.msgId = message_id
+    return message
+
+
+def deliver_later(template, to, subject, context, message_id=None):
+    """Enqueue a mail on the `mailers` queue and return the RQ job. Never talks to SMTP.
+
+    `context` must be JSON-safe: it travels through Redis as the job's arguments.
+    """
+    if has_line_break(to, subject):
+        raise ValueError("mail headers must not contain line breaks")
+    message_id = message_id or new_message_id(template)
+    config = current_app.config
+    intervals = config["MAIL_RETRY_INTERVALS"]
+    return get_queue("mailers").enqueue(
+        MAIL_JOB,
+        kwargs={
+            "template": template,
+            "to": to,
+            "subject": subject,
+            "context": context,
+            "message_id": message_id,
+        },
+        job_id=job_id_for(message_id),
+        description=f"mail {template} to {to}",
+        job_timeout=config["MAIL_JOB_TIMEOUT"],
+        failure_ttl=config["MAIL_FAILURE_TTL"],
+        # Transient failures (and a worker killed mid-send) are retried after these delays.
+        retry=Retry(max=len(intervals), interval=intervals) if intervals else None,
+    )
+
+
+def deliver_now(template, to, subject, context, message_id=None, connection=None):
+    """Render and send a mail right now over SMTP; return its Message-ID."""
+    message = build_message(template, to, subject, context, message_id or new_message_id(template))
+    if connection is not None:
+        connection.send(message)
+    else:
+        with MailConnection(current_app.extensions["mail"]) as new_connection:
+            new_connection.send(message)
+    return message.msgId
+
+
+def is_permanent(exc):
+    """Classify a send error: True for a refusal that a retry cannot fix."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return all(code >= 500 for code, _ in exc.recipients.values())
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code >= 500
+    return isinstance(exc, (BadHeaderError, TemplateNotFound, smtplib.SMTPNotSupportedError))
+
+
+def describe(exc):
+    """A one-line, readable reason for the failed registry."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return "; ".join(
+            f"{rcpt}: {code} {msg.decode(errors='replace')}" for rcpt, (code, msg) in exc.recipients.items()
+        )
+    if isinstance(exc, smtplib.SMTPResponseException):
+        message = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
+        return f"SMTP {exc.smtp_code} {message}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def send_mail_job(template, to, subject, context, message_id):
+    """The RQ job on `mailers`: send one mail once, whatever number of times the job runs.
+
+    Runs inside the Flask app context that app.worker.FlaskWorker pushes for each job.
+    """
+    jobs_redis = redis_client("jobs")
+    marker = SENT_MARKER_PREFIX + message_id
+    if jobs_redis.exists(marker):
+        log.info("mail %s already accepted by the SMTP server, not sending again", message_id)
+        return {"message_id": message_id, "skipped": True}
+    try:
+        deliver_now(template, to, subject, context, message_id)
+    except Exception as exc:
+        if is_permanent(exc):
+            job = get_current_job()
+            if job is not None:
+                job.retries_left = 0  # RQ would otherwise retry it like a transient error
+            raise PermanentMailError(f"{to}: {describe(exc)}") from exc
+        raise
+    # A crash between the server's accept and this write is the one window for a duplicate.
+    jobs_redis.set(marker, 1, ex=current_app.config["MAIL_SENT_MARKER_TTL"])
+    return {"message_id": message_id, "skipped": False}
+

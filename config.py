@@ -1,0 +1,138 @@
+"""Configuration classes, chosen by name (FLASK_CONFIG), with values from the environment."""
+
+import os
+from pathlib import Path
+
+from cachelib.serializers import JSONSerializer
+from dotenv import load_dotenv
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = BASE_DIR / "instance"
+
+# A .env file beside this one fills in anything the real environment does not set.
+load_dotenv(BASE_DIR / ".env")
+
+DEV_SECRET_KEY = "dev-only-secret-key-change-me"
+
+
+def env(name, default=None):
+    """Return an environment variable, treating an empty value as unset."""
+    value = os.environ.get(name, "")
+    return value if value else default
+
+
+def env_int(name, default):
+    """Return an environment variable as an int."""
+    return int(env(name, default))
+
+
+def env_list(name, default):
+    """Return a comma-separated environment variable as a list of ints."""
+    return [int(part) for part in env(name, default).split(",") if part.strip()]
+
+
+class Config:
+    """Settings shared by every environment."""
+
+    SECRET_KEY = env("SECRET_KEY", DEV_SECRET_KEY)
+
+    SQLALCHEMY_DATABASE_URI = env("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'app.sqlite'}")
+
+    # One Redis URL per role; each falls back to REDIS_URL so a single server works too.
+    REDIS_URL = env("REDIS_URL", "redis://localhost:6379/0")
+    CACHE_REDIS_URL = env("CACHE_REDIS_URL", REDIS_URL)
+    SESSION_REDIS_URL = env("SESSION_REDIS_URL", REDIS_URL)
+    RQ_REDIS_URL = env("RQ_REDIS_URL", REDIS_URL)
+    RATELIMIT_STORAGE_URI = env("RATELIMIT_STORAGE_URI", REDIS_URL)
+
+    # Cache: the seed's `expires_in: 90.minutes`, under the `cache:` prefix, stored as JSON.
+    CACHE_TYPE = "RedisCache"
+    CACHE_KEY_PREFIX = "cache:"
+    CACHE_DEFAULT_TIMEOUT = env_int("CACHE_DEFAULT_TIMEOUT", 90 * 60)
+    CACHE_SERIALIZER = JSONSerializer  # the default pickles, and unpickles what it reads back
+
+    # Sessions: only an opaque id in the cookie, the data as JSON under `session:`.
+    SESSION_TYPE = "redis"
+    SESSION_KEY_PREFIX = "session:"
+    SESSION_SERIALIZATION_FORMAT = "json"
+    SESSION_PERMANENT = True
+    PERMANENT_SESSION_LIFETIME = env_int("SESSION_LIFETIME", 14 * 24 * 3600)
+    SESSION_COOKIE_NAME = "session"
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = False
+
+    # Jobs: the `mailers` queue first, then `default` (the seed's sidekiq.yml).
+    RQ_QUEUES = ["mailers", "default"]
+    MAIL_JOB_TIMEOUT = env_int("MAIL_JOB_TIMEOUT", 60)
+    # Delays (seconds) between retries of a mail that failed for a transient reason.
+    MAIL_RETRY_INTERVALS = env_list("MAIL_RETRY_INTERVALS", "10,30,60,300,900")
+    # How long a failed job stays visible in the failed registry (RQ's default is one year).
+    MAIL_FAILURE_TTL = env_int("MAIL_FAILURE_TTL", 30 * 24 * 3600)
+    MAIL_SENT_MARKER_TTL = env_int("MAIL_SENT_MARKER_TTL", 7 * 24 * 3600)
+
+    # Mail: the local catcher by default.
+    MAIL_SERVER = env("MAIL_SERVER", "localhost")
+    MAIL_PORT = env_int("MAIL_PORT", 1025)
+    MAIL_USE_TLS = env("MAIL_USE_TLS", "0") == "1"
+    MAIL_USE_SSL = env("MAIL_USE_SSL", "0") == "1"
+    MAIL_USERNAME = env("MAIL_USERNAME")
+    MAIL_PASSWORD = env("MAIL_PASSWORD")
+    MAIL_DEFAULT_SENDER = env("MAIL_DEFAULT_SENDER", "Flask Mailer <noreply@example.com>")
+    # A fixed EHLO name spares a DNS lookup of the local host name on every connection.
+    MAIL_LOCAL_HOSTNAME = env("MAIL_LOCAL_HOSTNAME", "localhost")
+    MAIL_TIMEOUT = env_int("MAIL_TIMEOUT", 10)
+    MAIL_SUBJECT_PREFIX = "[Flask Mailer] "
+
+    # Confirmation links are valid for one day.
+    CONFIRM_TOKEN_MAX_AGE = env_int("CONFIRM_TOKEN_MAX_AGE", 24 * 3600)
+
+    SIGNUP_RATE_LIMIT = env("SIGNUP_RATE_LIMIT", "10 per minute")
+
+    MAILDIR = env("MAILDIR", str(INSTANCE_DIR / "maildir"))
+
+    DEV_TOOLS = False
+
+    @classmethod
+    def check(cls):
+        """Refuse settings that are unsafe for this environment (nothing to check by default)."""
+
+
+class DevelopmentConfig(Config):
+    """Local development: rq-dashboard, the mail inbox and the other dev tools are on."""
+
+    DEBUG = True
+    DEV_TOOLS = True
+
+
+class TestingConfig(Config):
+    """The test suite: its own database and Redis, set by the fixtures."""
+
+    TESTING = True
+    # Flask-Mail would silently skip every send under TESTING; the tests use a real SMTP server.
+    MAIL_SUPPRESS_SEND = False
+    SQLALCHEMY_DATABASE_URI = env("TEST_DATABASE_URL", "sqlite://")
+    SIGNUP_RATE_LIMIT = "1000 per minute"
+
+
+class ProductionConfig(Config):
+    """Production: secure cookies and a real secret key are required."""
+
+    SESSION_COOKIE_SECURE = True
+    REMEMBER_COOKIE_SECURE = True
+
+    @classmethod
+    def check(cls):
+        """Refuse to start without a real SECRET_KEY."""
+        if not cls.SECRET_KEY or cls.SECRET_KEY == DEV_SECRET_KEY or len(cls.SECRET_KEY) < 32:
+            raise RuntimeError(
+                "ProductionConfig needs SECRET_KEY: set it to a random string of at least 32 "
+                'characters, e.g. python -c "import secrets; print(secrets.token_hex(32))"'
+            )
+
+
+config_by_name = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}

@@ -1,0 +1,120 @@
+"""Fixtures on real parts: a redis-server of our own, an aiosmtpd server, rq worker processes."""
+
+import os
+import sys
+
+import pytest
+import redis
+
+from app import create_app
+from app.extensions import db
+from tests.support import (
+    RecordingSMTP,
+    RedisServer,
+    free_port,
+    redis_overrides,
+    worker_command,
+)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server on a free port, AOF on and noeviction, in its own temp dir."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def redis_url(redis_server):
+    """The URL of the session's Redis, emptied before each test (it is ours, never the shared one)."""
+    redis.Redis.from_url(redis_server.url).flushdb()
+    return redis_server.url
+
+
+@pytest.fixture()
+def smtp_server(tmp_path):
+    """A real SMTP server (aiosmtpd) on a free port that records every message it accepts."""
+    server = RecordingSMTP(tmp_path / "maildir", port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def db_url(tmp_path):
+    """A SQLite database file for this test (the PostgreSQL test brings its own)."""
+    return f"sqlite:///{tmp_path / 'test.sqlite'}"
+
+
+@pytest.fixture()
+def app(redis_url, smtp_server, db_url):
+    """A testing app on the test Redis, SMTP server and database, schema made by the migrations."""
+    from flask_migrate import upgrade
+
+    app = create_app(
+        "testing",
+        {
+            **redis_overrides(redis_url),
+            "SQLALCHEMY_DATABASE_URI": db_url,
+            "MAIL_PORT": smtp_server.port,
+            "MAILDIR": str(smtp_server.maildir_path),
+            "MAIL_RETRY_INTERVALS": [1, 1, 1],
+        },
+    )
+    with app.app_context():
+        upgrade()
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture()
+def client(app):
+    """A test client for the app (keeps cookies between requests, like a browser)."""
+    return app.test_client()
+
+
+@pytest.fixture()
+def runner(app):
+    """A runner for the app's `flask` commands."""
+    return app.test_cli_runner()
+
+
+@pytest.fixture()
+def worker_env(app):
+    """The environment an `rq worker` subprocess needs to reach the same Redis and SMTP server."""
+    config = app.config
+    return {
+        **os.environ,
+        "FLASK_CONFIG": "testing",
+        "REDIS_URL": config["REDIS_URL"],
+        "RQ_REDIS_URL": config["RQ_REDIS_URL"],
+        "CACHE_REDIS_URL": config["CACHE_REDIS_URL"],
+        "SESSION_REDIS_URL": config["SESSION_REDIS_URL"],
+        "RATELIMIT_STORAGE_URI": config["RATELIMIT_STORAGE_URI"],
+        "TEST_DATABASE_URL": config["SQLALCHEMY_DATABASE_URI"],
+        "MAIL_PORT": str(config["MAIL_PORT"]),
+        "MAIL_RETRY_INTERVALS": ",".join(str(i) for i in config["MAIL_RETRY_INTERVALS"]),
+        "PYTHONPATH": os.getcwd(),
+    }
+
+
+@pytest.fixture()
+def run_worker(worker_env):
+    """Run `rq worker --burst` with the Procfile's arguments until the queues are empty."""
+    import subprocess
+
+    def run(extra_args=(), timeout=60, env=None):
+        command = worker_command(burst=True) + list(extra_args)
+        return subprocess.run(
+            command, env=env or worker_env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    return run
+
+
+def pytest_report_header(config):
+    """Show which Python the suite runs on."""
+    return f"python: {sys.executable}"

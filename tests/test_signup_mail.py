@@ -1,0 +1,82 @@
+"""The durable mail path end to end: signup -> job in Redis -> rq worker -> SMTP -> confirm -> login."""
+
+import json
+
+import redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from app.extensions import db
+from app.models import User
+from tests.support import confirm_link, login, signup
+
+
+def mailers_queue(app):
+    """The `mailers` queue, read with redis-py through RQ's JSON serializer."""
+    return Queue("mailers", connection=redis.Redis.from_url(app.config["RQ_REDIS_URL"]), serializer=JSONSerializer)
+
+
+def test_signup_enqueues_and_worker_delivers_a_working_link(app, client, smtp_server, run_worker):
+    response = signup(client, "ada@example.com")
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/auth/check-inbox")
+
+    # The request only enqueued: nothing reached SMTP, one JSON job waits on `mailers`.
+    assert smtp_server.messages == []
+    queue = mailers_queue(app)
+    assert queue.count == 1
+    job = queue.jobs[0]
+    assert job.func_name == "app.mail.send_mail_job"
+    assert job.kwargs["to"] == "ada@example.com"
+    raw = redis.Redis.from_url(app.config["RQ_REDIS_URL"]).hget(f"rq:job:{job.id}", "data")
+    json.loads(__import__("zlib").decompress(raw))  # stored as JSON, not pickle
+
+    result = run_worker()
+    assert result.returncode == 0, result.stderr
+
+    (message,) = smtp_server.wait_for_messages(1)
+    assert message["To"] == "ada@example.com"
+    assert "Confirm your account" in message["Subject"]
+    assert message["Message-ID"] == job.kwargs["message_id"]
+    assert message.get_body(preferencelist=("html",)) is not None
+    link = confirm_link(message)
+
+    # Before confirming, login lands on "please confirm".
+    login(client, "ada@example.com")
+    assert client.get("/").headers["Location"].endswith("/auth/unconfirmed")
+
+    path = link.split("localhost", 1)[1]
+    confirmed = client.get(path)
+    assert confirmed.status_code == 302
+    with app.app_context():
+        assert db.session.scalar(db.select(User).filter_by(email="ada@example.com")).confirmed
+
+    home = client.get("/")
+    assert home.status_code == 200
+    assert "signed in as <strong>ada@example.com</strong>" in home.get_data(as_text=True)
+
+
+def test_login_after_confirmation_in_a_fresh_browser(app, client, smtp_server, run_worker):
+    signup(client, "grace@example.com")
+    run_worker()
+    (message,) = smtp_server.wait_for_messages(1)
+    assert client.get(confirm_link(message).split("localhost", 1)[1]).status_code == 302
+
+    fresh = app.test_client()
+    assert login(fresh, "grace@example.com", "wrong password!").status_code == 400
+    response = login(fresh, "grace@example.com")
+    assert response.status_code == 302
+    assert "grace@example.com" in fresh.get("/").get_data(as_text=True)
+
+
+def test_resend_enqueues_a_new_confirmation(app, client, smtp_server, run_worker):
+    signup(client, "lin@example.com")
+    login(client, "lin@example.com")
+    page = client.get("/auth/unconfirmed").get_data(as_text=True)
+    from tests.support import csrf_token
+
+    assert client.post("/auth/resend", data={"csrf_token": csrf_token(page)}).status_code == 302
+    assert mailers_queue(app).count == 2
+    run_worker()
+    first, second = smtp_server.wait_for_messages(2)
+    assert confirm_link(first) != confirm_link(second) or first["Message-ID"] != second["Message-ID"]
