@@ -11,10 +11,15 @@ def no_line_breaks(form, field):
         raise ValidationError("Line breaks are not allowed here.")
 
 
+def strip(value):
+    """Drop spaces a paste may carry around an address."""
+    return value.strip() if isinstance(value, str) else value
+
+
 class SignupForm(FlaskForm):
     """A new account: an address and a password typed twice."""
 
-    email = EmailField("Email", validators=[DataRequired(), no_line_breaks, Length(max=254), Email(check_deliverability=False)])
+    email = EmailField("Email", filters=[strip], validators=[DataRequired(), no_line_breaks, Length(max=254), Email(check_deliverability=False)])
     password = PasswordField("Password", validators=[DataRequired(), Length(min=8, max=128, message="Use 8 to 128 characters.")])
     password2 = PasswordField("Repeat password", validators=[DataRequired(), EqualTo("password", message="The passwords do not match.")])
     submit = SubmitField("Sign up")
@@ -23,7 +28,7 @@ class SignupForm(FlaskForm):
 class LoginForm(FlaskForm):
     """Sign in with address and password."""
 
-    email = EmailField("Email", validators=[DataRequired(), no_line_breaks, Length(max=254), Email(check_deliverability=False)])
+    email = EmailField("Email", filters=[strip], validators=[DataRequired(), no_line_breaks, Length(max=254), Email(check_deliverability=False)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=128)])
     submit = SubmitField("Log in")
 

@@ -45,6 +45,7 @@ def main():
     parser.add_argument("--maildir", default=os.environ.get("MAILDIR", "instance/maildir"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every connection
 
     controller = start_catcher(args.maildir, args.host, args.port)
     log.info("SMTP catcher on %s:%s, storing mail in %s", args.host, args.port, os.path.abspath(args.maildir))
