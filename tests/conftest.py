@@ -1,7 +1,9 @@
 """Fixtures on real parts: a redis-server of our own, an aiosmtpd server, rq worker processes."""
 
+import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import redis
@@ -11,10 +13,14 @@ from app.extensions import db
 from tests.support import (
     RecordingSMTP,
     RedisServer,
+    WorkerProcess,
     free_port,
     redis_overrides,
     worker_command,
 )
+
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
 @pytest.fixture(scope="session")
@@ -49,25 +55,39 @@ def db_url(tmp_path):
 
 
 @pytest.fixture()
-def app(redis_url, smtp_server, db_url):
-    """A testing app on the test Redis, SMTP server and database, schema made by the migrations."""
+def make_app(smtp_server, db_url):
+    """Build testing apps on a given Redis URL, sharing this test's SMTP server and database."""
     from flask_migrate import upgrade
 
-    app = create_app(
-        "testing",
-        {
-            **redis_overrides(redis_url),
-            "SQLALCHEMY_DATABASE_URI": db_url,
-            "MAIL_PORT": smtp_server.port,
-            "MAILDIR": str(smtp_server.maildir_path),
-            "MAIL_RETRY_INTERVALS": [1, 1, 1],
-        },
-    )
-    with app.app_context():
-        upgrade()
-    yield app
-    with app.app_context():
-        db.engine.dispose()
+    made = []
+
+    def make(redis_url, **overrides):
+        app = create_app(
+            "testing",
+            {
+                **redis_overrides(redis_url),
+                "SQLALCHEMY_DATABASE_URI": db_url,
+                "MAIL_PORT": smtp_server.port,
+                "MAILDIR": str(smtp_server.maildir_path),
+                "MAIL_RETRY_INTERVALS": [1, 1, 1],
+                **overrides,
+            },
+        )
+        with app.app_context():
+            upgrade()
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        with app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture()
+def app(make_app, redis_url):
+    """A testing app on the test Redis, SMTP server and database, schema made by the migrations."""
+    return make_app(redis_url)
 
 
 @pytest.fixture()
@@ -82,9 +102,8 @@ def runner(app):
     return app.test_cli_runner()
 
 
-@pytest.fixture()
-def worker_env(app):
-    """The environment an `rq worker` subprocess needs to reach the same Redis and SMTP server."""
+def process_env(app):
+    """The environment a worker or web subprocess needs to reach the same Redis, SMTP and database."""
     config = app.config
     return {
         **os.environ,
@@ -99,6 +118,37 @@ def worker_env(app):
         "MAIL_RETRY_INTERVALS": ",".join(str(i) for i in config["MAIL_RETRY_INTERVALS"]),
         "PYTHONPATH": os.getcwd(),
     }
+
+
+@pytest.fixture()
+def worker_env(app):
+    """The environment for `rq worker` subprocesses of the `app` fixture."""
+    return process_env(app)
+
+
+@pytest.fixture()
+def start_worker(tmp_path):
+    """Start long-running `rq worker` processes (the Procfile line); all are stopped after the test."""
+    started = []
+
+    def start(env):
+        worker = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log").start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def fault_report():
+    """Rows of the fault table (fault, sent, delivered, lost, duplicates, recovery), written at the end."""
+    rows = []
+    yield rows
+    if rows:
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "faults.json").write_text(json.dumps(rows, indent=2))
 
 
 @pytest.fixture()

@@ -1,5 +1,6 @@
 """Helpers for the tests: real servers started and stopped by pid, forms, waiting."""
 
+import asyncio
 import email
 import os
 import re
@@ -138,19 +139,25 @@ class ScriptedMaildirHandler(MaildirHandler):
         super().__init__(maildir_path)
         self.refusals = []  # answers to give to the next DATA commands, one each
         self.always_refuse = None  # an answer for every DATA command
-        self.delay = 0.0
+        self.delay = 0.0  # seconds to wait before accepting each recipient
+        self.rcpts_seen = 0
         self.attempts = 0
         self.lock = threading.Lock()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        """Accept the recipient, after `delay` seconds: a slow server, a send in progress."""
+        with self.lock:
+            self.rcpts_seen += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         """Refuse as scripted, else store the message like the dev catcher does."""
         with self.lock:
             self.attempts += 1
             refusal = self.always_refuse or (self.refusals.pop(0) if self.refusals else None)
-        if self.delay:
-            import asyncio
-
-            await asyncio.sleep(self.delay)
         if refusal:
             return refusal
         return await super().handle_DATA(server, session, envelope)
@@ -240,3 +247,146 @@ def worker_command(burst=False):
     assert args[:2] == ["rq", "worker"]
     rq = os.path.join(os.path.dirname(sys.executable), "rq")
     return [rq, *args[1:2], *(["--burst"] if burst else []), *args[2:]]
+
+
+def child_pids(pid):
+    """The direct children of a process (Linux /proc), e.g. a worker's work horse."""
+    children = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children.update(int(child) for child in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return sorted(children)
+
+
+class WorkerProcess:
+    """A long-running `rq worker` (the Procfile line) that a test can stop or kill by pid."""
+
+    def __init__(self, env, log_path):
+        """Remember the environment and where its output goes."""
+        self.env = env
+        self.log_path = Path(log_path)
+        self.process = None
+
+    def start(self):
+        """Start the worker in its own session and wait until it registered in Redis."""
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            worker_command(), env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        wait_for(lambda: b"Listening on" in self.log_path.read_bytes(), timeout=30, message="rq worker to start")
+        return self
+
+    def sigterm(self):
+        """One SIGTERM: RQ's warm shutdown (finish the current job, then exit)."""
+        self.process.send_signal(signal.SIGTERM)
+
+    def kill_all(self):
+        """SIGKILL the worker and every child (horse, scheduler): a crash with no cleanup."""
+        pids = child_pids(self.process.pid)
+        self.process.send_signal(signal.SIGKILL)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait(timeout=10)
+
+    def stop(self, timeout=30):
+        """Stop the worker (SIGTERM, then SIGKILL after `timeout`) and its children."""
+        if self.process and self.process.poll() is None:
+            self.sigterm()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill_all()
+        for pid in child_pids(self.process.pid) if self.process.poll() is None else []:
+            os.kill(pid, signal.SIGKILL)
+        self.log.close()
+
+    def output(self):
+        """Everything the worker logged so far."""
+        return self.log_path.read_text(errors="replace")
+
+
+class WebProcess:
+    """The Procfile's `web:` line (gunicorn) on a free port, stoppable or killable by pid."""
+
+    def __init__(self, env, log_path):
+        """Pick a port; nothing starts yet."""
+        self.env = env
+        self.port = free_port()
+        self.log_path = Path(log_path)
+        self.process = None
+
+    @property
+    def base_url(self):
+        """Where the server answers."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        """Start gunicorn and wait until the home page answers."""
+        import urllib.request
+
+        args = procfile_command("web")
+        gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+        command = [gunicorn, *[arg.replace("${PORT:-5000}", str(self.port)).replace("${WEB_CONCURRENCY:-2}", "1") for arg in args[1:]]]
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(command, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def answers():
+            try:
+                return urllib.request.urlopen(self.base_url + "/", timeout=1).status == 200
+            except OSError:
+                return False
+
+        wait_for(answers, timeout=30, message="gunicorn to answer")
+        return self
+
+    def kill(self):
+        """SIGKILL the whole process group (arbiter and workers): a crash."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self.log.close()
+
+    def stop(self):
+        """Stop gunicorn gracefully if it still runs."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+            self.log.close()
+
+
+class Browser:
+    """A minimal browser over urllib: a cookie jar, forms with their CSRF token, no redirects."""
+
+    def __init__(self, base_url):
+        """Start with an empty cookie jar."""
+        import http.cookiejar
+        import urllib.request
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args, **kwargs):
+                return None
+
+        self.base_url = base_url
+        self.cookies = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies), NoRedirect)
+
+    def request(self, path, data=None):
+        """GET (or POST `data`) a path; return (status, body)."""
+        import urllib.error
+        import urllib.parse
+
+        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        try:
+            with self.opener.open(self.base_url + path, data=body, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(errors="replace")
+
+    def submit(self, path, fields):
+        """Load the form page, then post it with its CSRF token; return (status, body)."""
+        _, page = self.request(path)
+        return self.request(path, {"csrf_token": csrf_token(page), **fields})
