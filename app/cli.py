@@ -7,6 +7,7 @@ import zlib
 
 import click
 from flask import current_app
+from flask.cli import with_appcontext
 from rq import Worker
 
 from app.redis import ROLE_KEY_PREFIXES, ROLE_URL_SETTINGS, get_queue, redis_client
@@ -44,6 +45,7 @@ def check_smtp():
 
 
 @click.command("doctor")
+@with_appcontext
 def doctor():
     """Check each Redis role, a worker on `mailers` and the SMTP server; exit 1 on a problem."""
     failed = False
@@ -109,6 +111,7 @@ def read_key(client, key):
 
 
 @click.command("redis-peek")
+@with_appcontext
 @click.option("--role", type=click.Choice(list(ROLE_URL_SETTINGS)), multiple=True, help="Only these roles.")
 @click.option("--limit", default=20, show_default=True, help="Keys shown per role.")
 def redis_peek(role, limit):

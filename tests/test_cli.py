@@ -1,0 +1,61 @@
+"""`flask doctor` and `flask redis-peek` against real servers."""
+
+import json
+
+from tests.support import RedisServer, login, signup
+
+
+def test_doctor_passes_with_aof_redis_a_worker_and_smtp(app, runner, worker_env, start_worker):
+    start_worker(worker_env)
+    result = runner.invoke(args=["doctor"])
+    assert result.exit_code == 0, result.output
+    assert "All good." in result.output
+    assert "worker(s) on 'mailers'" in result.output
+
+
+def test_doctor_fails_without_a_worker(app, runner):
+    result = runner.invoke(args=["doctor"])
+    assert result.exit_code == 1
+    assert "no rq worker listens on 'mailers'" in result.output
+
+
+def test_doctor_flags_redis_without_persistence(tmp_path, make_app, smtp_server):
+    server = RedisServer(tmp_path, persistence=False).start()
+    try:
+        app = make_app(server.url)
+        result = app.test_cli_runner().invoke(args=["doctor"])
+    finally:
+        server.stop()
+    assert result.exit_code == 1
+    assert "AOF persistence is off" in result.output
+
+
+def test_doctor_reports_an_unreachable_smtp_server(app, runner, smtp_server):
+    smtp_server.stop()
+    result = runner.invoke(args=["doctor"])
+    assert result.exit_code == 1
+    assert "[FAIL] smtp" in result.output
+
+
+def test_redis_peek_shows_the_signed_in_session_as_json(app, client, runner):
+    signup(client, "ada@example.com")
+    login(client, "ada@example.com")
+    sid = client.get_cookie("session").value
+    result = runner.invoke(args=["redis-peek", "--role", "sessions"])
+    assert result.exit_code == 0, result.output
+    line_index = result.output.splitlines().index(next(l for l in result.output.splitlines() if l.startswith(f"session:{sid}")))
+    value = json.loads(result.output.splitlines()[line_index + 1])
+    assert value["_user_id"] == "1"
+    assert "ttl" in result.output.splitlines()[line_index]
+
+
+def test_redis_peek_lists_each_role(app, client, runner):
+    client.get("/")
+    signup(client, "ada@example.com")
+    result = runner.invoke(args=["redis-peek"])
+    assert result.exit_code == 0, result.output
+    for heading in ("== jobs", "== cache", "== sessions"):
+        assert heading in result.output
+    assert "cache:page:home" in result.output
+    assert "rq:queue:mailers" in result.output
+    assert '"to": "ada@example.com"' in result.output  # the job's arguments, decoded from JSON
