@@ -1,0 +1,74 @@
+"""Development tools: rq-dashboard on JSON jobs, the mail inbox, previews, the hub."""
+
+import pytest
+import redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from app import create_app
+from app.dev.views import template_names
+from tests.support import confirm_link, signup, wait_for
+
+
+@pytest.fixture()
+def dev_app(app):
+    """A development app sharing the test app's Redis, database and SMTP catcher."""
+    return create_app("development", {key: app.config[key] for key in (
+        "REDIS_URL", "RQ_REDIS_URL", "CACHE_REDIS_URL", "SESSION_REDIS_URL", "RATELIMIT_STORAGE_URI",
+        "SQLALCHEMY_DATABASE_URI", "MAIL_PORT", "MAILDIR",
+    )})
+
+
+def test_dashboard_tabs_answer_while_a_worker_runs_a_json_job(app, client, dev_app, smtp_server, worker_env, start_worker):
+    smtp_server.handler.delay = 4  # keep the job running while we look
+    start_worker(worker_env)
+    signup(client, "ada@example.com")
+    wait_for(lambda: smtp_server.handler.rcpts_seen >= 1, timeout=30, message="the job to start")
+    job_id = Queue("mailers", connection=redis.Redis.from_url(app.config["RQ_REDIS_URL"]), serializer=JSONSerializer).started_job_registry.get_job_ids()[0]
+
+    dashboard = dev_app.test_client()
+    workers = dashboard.get("/rq/0/data/workers.json")
+    assert workers.status_code == 200
+    busy = [w for w in workers.get_json()["workers"] if w["current_job"] != "idle"]
+    assert busy and busy[0]["current_job"]["job_id"] == job_id
+    for path in ("/rq/0/view/workers", "/rq/0/view/queues", f"/rq/0/view/job/{job_id}", "/rq/0/data/queues.json",
+                 f"/rq/0/data/job/{job_id}.json", "/rq/0/data/jobs/mailers/started/8/asc/1.json"):
+        assert dashboard.get(path, follow_redirects=True).status_code == 200, path
+    smtp_server.wait_for_messages(1)
+
+
+def test_inbox_lists_caught_mail_and_shows_text_html_and_headers(client, dev_app, smtp_server, run_worker):
+    signup(client, "ada@example.com")
+    run_worker()
+    (message,) = smtp_server.wait_for_messages(1)
+    browser = dev_app.test_client()
+    inbox = browser.get("/dev/mail/").get_data(as_text=True)
+    assert "ada@example.com" in inbox and "Confirm your account" in inbox
+    key = inbox.split('href="/dev/mail/')[1].split('"')[0]
+    page = browser.get(f"/dev/mail/{key}").get_data(as_text=True)
+    link = confirm_link(message)
+    assert f'<a href="{link}"' in page  # the text part's link is clickable
+    assert "srcdoc=" in page and "Message-Id" in page.replace("Message-ID", "Message-Id")
+    assert browser.get("/dev/mail/no-such-key").status_code == 404
+
+
+def test_previews_render_every_template_and_send_nothing(app, dev_app, smtp_server):
+    page = dev_app.test_client().get("/dev/previews/")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    with dev_app.app_context():
+        names = template_names()
+    assert names == ["email/account_exists", "email/confirm"]
+    for name in names:
+        assert f'id="preview-{name.replace("/", "-")}"' in html
+    assert smtp_server.messages == []
+    assert Queue("mailers", connection=redis.Redis.from_url(app.config["RQ_REDIS_URL"]), serializer=JSONSerializer).count == 0
+
+
+def test_hub_links_the_tools_and_summarises_each_redis_role(dev_app):
+    html = dev_app.test_client().get("/dev/").get_data(as_text=True)
+    for link in ('href="/rq/"', 'href="/dev/mail/"', 'href="/dev/previews/"'):
+        assert link in html
+    for role in ("jobs", "cache", "sessions"):
+        assert f"<td>{role} " in html
+    assert "noeviction" in html and ">on<" in html
