@@ -38,7 +38,7 @@ def role_status(role):
         "rdb_save": settings.get("save", ""),
         "maxmemory_policy": settings.get("maxmemory-policy", "?"),
         "used_memory": info.get("used_memory_human", "?"),
-        "keys": len(scan_keys(client, ROLE_KEY_PREFIXES[role])),
+        "key_count": len(scan_keys(client, ROLE_KEY_PREFIXES[role])),
         "prefix": " ".join(prefix + "*" for prefix in ROLE_KEY_PREFIXES[role]),
     }
 

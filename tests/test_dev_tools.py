@@ -72,3 +72,7 @@ def test_hub_links_the_tools_and_summarises_each_redis_role(dev_app):
     for role in ("jobs", "cache", "sessions"):
         assert f"<td>{role} " in html
     assert "noeviction" in html and ">on<" in html
+    import re
+
+    counts = re.findall(r'<td class="key-count">([^<]*)</td>', html)
+    assert len(counts) == 3 and all(count.isdigit() for count in counts)
