@@ -93,11 +93,12 @@ def up():
         env["REDIS_PORT"] = str(urlsplit(redis_url).port or 6379)
         processes.append("redis")
     say("starting: " + ", ".join(processes) + "  (Ctrl-C stops them all)")
+    web = f"http://localhost:{env.setdefault('PORT', '5000')}"
     print(
-        "\n    web         http://localhost:5000\n"
-        "    dev tools   http://localhost:5000/dev/\n"
-        "    mail inbox  http://localhost:5000/dev/mail/\n"
-        "    dashboard   http://localhost:5000/rq/\n",
+        f"\n    web         {web}\n"
+        f"    dev tools   {web}/dev/\n"
+        f"    mail inbox  {web}/dev/mail/\n"
+        f"    dashboard   {web}/rq/\n",
         flush=True,
     )
     os.chdir(ROOT)
