@@ -64,7 +64,7 @@ class Config:
 
     # Jobs: the `mailers` queue first, then `default` (the seed's sidekiq.yml).
     RQ_QUEUES = ["mailers", "default"]
-    MAIL_JOB_TIMEOUT = env_int("MAIL_JOB_TIMEOUT", 60)
+    MAIL_JOB_TIMEOUT = env_int("MAIL_JOB_TIMEOUT", 30)  # SMTP connect + send, with MAIL_TIMEOUT per step
     # Delays (seconds) between retries of a mail that failed for a transient reason.
     MAIL_RETRY_INTERVALS = env_list("MAIL_RETRY_INTERVALS", "10,30,60,300,900")
     # How long a failed job stays visible in the failed registry (RQ's default is one year).

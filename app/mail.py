@@ -4,14 +4,16 @@ import hashlib
 import logging
 import smtplib
 import uuid
+from email import policy
 from email.utils import parseaddr
 
 from flask import current_app, render_template
-from flask_mail import BadHeaderError, Connection, Message
+from flask_mail import BadHeaderError, Message
 from jinja2 import TemplateNotFound
 from rq import Retry, get_current_job
 
 from app.redis import get_queue, redis_client
+from app.smtp import MailConnection
 
 log = logging.getLogger(__name__)
 
@@ -24,27 +26,21 @@ class PermanentMailError(Exception):
     """A mail the SMTP server refused for good (5xx): retrying cannot help."""
 
 
-class MailConnection(Connection):
-    """Flask-Mail's SMTP connection, plus a fixed EHLO name and a socket timeout.
+class MailMessage(Message):
+    """Flask-Mail's Message, written out with the compat32 policy.
 
-    Without local_hostname, smtplib looks up this host's FQDN on every connection.
+    Flask-Mail sets email.policy.SMTP before generating, which re-parses every header through
+    the header registry: about 3.5 ms a mail here. The headers are already encoded by
+    Flask-Mail, so compat32 with CRLF line ends writes the same mail in half the time.
     """
 
-    def configure_host(self):
-        """Open the SMTP connection the way Flask-Mail does, with our two extra settings."""
-        config = current_app.config
-        smtp_class = smtplib.SMTP_SSL if self.mail.use_ssl else smtplib.SMTP
-        host = smtp_class(
-            self.mail.server,
-            self.mail.port,
-            local_hostname=config["MAIL_LOCAL_HOSTNAME"],
-            timeout=config["MAIL_TIMEOUT"],
-        )
-        if self.mail.use_tls:
-            host.starttls()
-        if self.mail.username and self.mail.password:
-            host.login(self.mail.username, self.mail.password)
-        return host
+    SMTP_COMPAT32 = policy.compat32.clone(linesep="\r\n")
+
+    def as_bytes(self):
+        """The mail as bytes, ready for SMTP DATA."""
+        message = self._message()
+        message.policy = self.SMTP_COMPAT32
+        return message.as_bytes()
 
 
 def has_line_break(*values):
@@ -72,7 +68,7 @@ def job_id_for(message_id):
 def build_message(template, to, subject, context, message_id):
     """Render `<template>.txt` and `<template>.html` into a Flask-Mail Message."""
     prefix = current_app.config["MAIL_SUBJECT_PREFIX"]
-    message = Message(
+    message = MailMessage(
         subject=prefix + subject,
         recipients=[to],
         body=render_template(f"{template}.txt", **context),
@@ -152,15 +148,20 @@ def send_mail_job(template, to, subject, context, message_id):
     if jobs_redis.exists(marker):
         log.info("mail %s already accepted by the SMTP server, not sending again", message_id)
         return {"message_id": message_id, "skipped": True}
+    kept = current_app.extensions.get("smtp_connection")  # set by app.worker.FlaskWorker
     try:
-        deliver_now(template, to, subject, context, message_id)
+        deliver_now(template, to, subject, context, message_id, connection=kept.get() if kept else None)
     except Exception as exc:
+        if kept:
+            kept.drop()
         if is_permanent(exc):
             job = get_current_job()
             if job is not None:
                 job.retries_left = 0  # RQ would otherwise retry it like a transient error
             raise PermanentMailError(f"{to}: {describe(exc)}") from exc
         raise
+    if kept:
+        kept.mark_used()
     # A crash between the server's accept and this write is the one window for a duplicate.
     jobs_redis.set(marker, 1, ex=current_app.config["MAIL_SENT_MARKER_TTL"])
     return {"message_id": message_id, "skipped": False}

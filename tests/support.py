@@ -142,6 +142,7 @@ class ScriptedMaildirHandler(MaildirHandler):
         self.delay = 0.0  # seconds to wait before accepting each recipient
         self.rcpts_seen = 0
         self.attempts = 0
+        self.sessions = set()  # SMTP sessions (connections) that sent DATA
         self.lock = threading.Lock()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -157,6 +158,7 @@ class ScriptedMaildirHandler(MaildirHandler):
         """Refuse as scripted, else store the message like the dev catcher does."""
         with self.lock:
             self.attempts += 1
+            self.sessions.add(id(session))
             refusal = self.always_refuse or (self.refusals.pop(0) if self.refusals else None)
         if refusal:
             return refusal

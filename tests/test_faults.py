@@ -57,12 +57,12 @@ def test_web_killed_right_after_signup_mail_still_goes_out(app, smtp_server, run
     assert len(messages) == 1 and row["lost"] == 0 and row["duplicates"] == 0
 
 
-def test_worker_and_horse_sigkilled_mid_send_recover_within_two_minutes(app, client, smtp_server, worker_env, start_worker, fault_report):
+def test_worker_sigkilled_mid_send_recovers_within_two_minutes(app, client, smtp_server, worker_env, start_worker, fault_report):
     smtp_server.handler.delay = 30  # the send hangs at RCPT: the mail is in flight
     worker = start_worker(worker_env)
     signup(client, "ada@example.com")
     wait_for(lambda: smtp_server.handler.rcpts_seen >= 1, timeout=30, message="the send to start")
-    worker.kill_all()  # SIGKILL worker, work horse and scheduler: nothing cleans up
+    worker.kill_all()  # SIGKILL the worker and its scheduler process: nothing cleans up
     killed_at = time.monotonic()
     smtp_server.handler.delay = 0
 
@@ -70,7 +70,7 @@ def test_worker_and_horse_sigkilled_mid_send_recover_within_two_minutes(app, cli
     smtp_server.wait_for_messages(1, timeout=150)
     recovered_in = time.monotonic() - killed_at
     time.sleep(3)  # a duplicate would show up here
-    row = report(fault_report, "worker + horse SIGKILL mid-send", 1, smtp_server.messages, recovered_in)
+    row = report(fault_report, "worker SIGKILL (with its children) mid-send", 1, smtp_server.messages, recovered_in)
     assert row["lost"] == 0 and row["duplicates"] == 0
     assert recovered_in < 120
 

@@ -80,3 +80,11 @@ def test_resend_enqueues_a_new_confirmation(app, client, smtp_server, run_worker
     run_worker()
     first, second = smtp_server.wait_for_messages(2)
     assert confirm_link(first) != confirm_link(second) or first["Message-ID"] != second["Message-ID"]
+
+
+def test_one_worker_reuses_one_smtp_connection(app, smtp_server, run_worker):
+    for n in range(3):
+        signup(app.test_client(), f"user{n}@example.com")
+    run_worker()
+    assert len(smtp_server.wait_for_messages(3)) == 3
+    assert len(smtp_server.handler.sessions) == 1
