@@ -70,6 +70,9 @@ class Config:
     # How long a failed job stays visible in the failed registry (RQ's default is one year).
     MAIL_FAILURE_TTL = env_int("MAIL_FAILURE_TTL", 30 * 24 * 3600)
     MAIL_SENT_MARKER_TTL = env_int("MAIL_SENT_MARKER_TTL", 7 * 24 * 3600)
+    # Announcements go out in batches of this many users, one job (and one SMTP connection) each.
+    ANNOUNCE_BATCH_SIZE = env_int("ANNOUNCE_BATCH_SIZE", 100)
+    ANNOUNCE_JOB_TIMEOUT = env_int("ANNOUNCE_JOB_TIMEOUT", 300)
 
     # Mail: the local catcher by default.
     MAIL_SERVER = env("MAIL_SERVER", "localhost")

@@ -18,6 +18,7 @@ def register_cli(app):
     """Attach the commands to the app's `flask` CLI."""
     app.cli.add_command(doctor)
     app.cli.add_command(redis_peek)
+    app.cli.add_command(announce_command)
 
 
 def check_worker():
@@ -131,3 +132,17 @@ def redis_peek(role, limit):
             click.echo(f"... and {len(keys) - limit} more")
         if not keys:
             click.echo("(no keys)")
+
+
+@click.command("announce")
+@click.option("--subject", required=True, help="The mail's subject.")
+@click.option("--body", required=True, help="The text of the announcement.")
+@with_appcontext
+def announce_command(subject, body):
+    """Mail an announcement to every confirmed user, in batched jobs on `mailers`."""
+    from app.announcements import announce
+
+    if "\r" in subject or "\n" in subject:
+        raise click.BadParameter("line breaks are not allowed", param_hint="--subject")
+    announcement_id, batches, recipients = announce(subject, body)
+    click.echo(f"announcement {announcement_id}: {recipients} recipient(s) in {batches} batch job(s) on 'mailers'")

@@ -143,6 +143,7 @@ class ScriptedMaildirHandler(MaildirHandler):
         self.rcpts_seen = 0
         self.attempts = 0
         self.sessions = set()  # SMTP sessions (connections) that sent DATA
+        self.unknown_addresses = set()  # recipients refused with 550 at RCPT
         self.lock = threading.Lock()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -151,6 +152,8 @@ class ScriptedMaildirHandler(MaildirHandler):
             self.rcpts_seen += 1
         if self.delay:
             await asyncio.sleep(self.delay)
+        if address in self.unknown_addresses:
+            return "550 5.1.1 No such user here"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

@@ -15,4 +15,8 @@ PREVIEWS = {
         "subject": "You already have an account",
         "context": lambda: {"email": "ada@example.com", "login_url": url_for("auth.login", _external=True)},
     },
+    "email/announcement": {
+        "subject": "What's new this month",
+        "context": lambda: {"email": "ada@example.com", "body": "We shipped faster mail.\nThanks for being here!"},
+    },
 }

@@ -2,10 +2,11 @@
 
 import os
 
-from flask import abort, current_app, render_template
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 
 from app.dev import bp
 from app.dev.dashboard import DASHBOARD_PREFIX
+from app.dev.forms import AnnouncementForm
 from app.dev.inbox import list_messages, read_message
 from app.dev.previews import PREVIEWS
 from app.mail import build_message
@@ -47,6 +48,19 @@ def previews():
         mail = build_message(template, "ada@example.com", sample["subject"], sample["context"](), "<preview@localhost>")
         rendered.append({"template": template, "subject": mail.subject, "text": mail.body, "html": mail.html})
     return render_template("dev/previews.html", previews=rendered)
+
+
+@bp.route("/announce", methods=["GET", "POST"])
+def announce():
+    """Send an announcement to every confirmed user (batched jobs on `mailers`)."""
+    from app.announcements import announce as enqueue_announcement
+
+    form = AnnouncementForm()
+    if form.validate_on_submit():
+        announcement_id, batches, recipients = enqueue_announcement(form.subject.data, form.body.data)
+        flash(f"Announcement {announcement_id}: {recipients} recipient(s) in {batches} batch job(s).", "success")
+        return redirect(url_for("dev.announce"))
+    return render_template("dev/announce.html", form=form), 400 if request.method == "POST" else 200
 
 
 def template_names():

@@ -1,0 +1,85 @@
+"""Bulk mail: an announcement to every confirmed user, sent in batched jobs over one SMTP connection.
+
+Each recipient's mail has a Message-ID fixed by (announcement, user), and the sent-marker of
+app.mail, so a batch that is interrupted and run again skips everyone already served.
+"""
+
+import uuid
+
+from flask import current_app
+from rq import Retry, get_current_job
+from sqlalchemy import select
+
+from app.extensions import db
+from app.mail import SENT_MARKER_PREFIX, PermanentMailError, deliver_now, describe, is_permanent, new_message_id
+from app.models import User
+from app.redis import get_queue, redis_client
+from app.smtp import KeptConnection
+
+BATCH_JOB = "app.announcements.send_announcement_batch"
+TEMPLATE = "email/announcement"
+
+
+def announce(subject, body, batch_size=None):
+    """Enqueue an announcement to all confirmed users; return (announcement id, batches, recipients)."""
+    config = current_app.config
+    batch_size = batch_size or config["ANNOUNCE_BATCH_SIZE"]
+    announcement_id = uuid.uuid4().hex[:12]
+    user_ids = db.session.scalars(select(User.id).where(User.confirmed_at.is_not(None)).order_by(User.id)).all()
+    batches = [user_ids[start:start + batch_size] for start in range(0, len(user_ids), batch_size)]
+    intervals = config["MAIL_RETRY_INTERVALS"]
+    jobs = [
+        get_queue("mailers").prepare_data(
+            BATCH_JOB,
+            kwargs={"announcement_id": announcement_id, "subject": subject, "body": body, "user_ids": batch},
+            job_id=f"announce-{announcement_id}-{number}",
+            description=f"announcement {announcement_id} batch {number} ({len(batch)} users)",
+            timeout=config["ANNOUNCE_JOB_TIMEOUT"],
+            failure_ttl=config["MAIL_FAILURE_TTL"],
+            retry=Retry(max=len(intervals), interval=intervals) if intervals else None,
+        )
+        for number, batch in enumerate(batches)
+    ]
+    # One transaction: either every batch is queued or none is.
+    get_queue("mailers").enqueue_many(jobs)
+    return announcement_id, len(batches), len(user_ids)
+
+
+def send_announcement_batch(announcement_id, subject, body, user_ids):
+    """The batch job: send to each user not yet served, over one kept SMTP connection.
+
+    Transient errors raise (the batch is retried; sent mails are skipped). Recipients the
+    server refuses for good are collected, and the batch then fails with their reasons, so
+    a requeue after fixing them resends only to them.
+    """
+    jobs_redis = redis_client("jobs")
+    recipients = db.session.execute(select(User.id, User.email).where(User.id.in_(user_ids)).order_by(User.id)).all()
+    message_ids = [new_message_id("announce", f"{announcement_id}.{user_id}") for user_id, _ in recipients]
+    already_sent = jobs_redis.pipeline(transaction=False)
+    for message_id in message_ids:
+        already_sent.exists(SENT_MARKER_PREFIX + message_id)
+    done = already_sent.execute()
+
+    kept = current_app.extensions.get("smtp_connection") or KeptConnection()
+    sent, refused = 0, {}
+    ttl = current_app.config["MAIL_SENT_MARKER_TTL"]
+    for (user_id, email), message_id, skip in zip(recipients, message_ids, done):
+        if skip:
+            continue
+        try:
+            deliver_now(TEMPLATE, email, subject, {"email": email, "body": body}, message_id, connection=kept.get())
+        except Exception as exc:
+            kept.drop()
+            if not is_permanent(exc):
+                raise
+            refused[email] = describe(exc)
+            continue
+        kept.mark_used()
+        jobs_redis.set(SENT_MARKER_PREFIX + message_id, 1, ex=ttl)
+        sent += 1
+    if refused:
+        job = get_current_job()
+        if job is not None:
+            job.retries_left = 0
+        raise PermanentMailError(f"{len(refused)} recipient(s) refused: {refused}")
+    return {"sent": sent, "skipped": sum(1 for skip in done if skip)}

@@ -1,0 +1,105 @@
+"""Bulk announcements: batched jobs, one SMTP connection per worker, resumable without duplicates."""
+
+import time
+from collections import Counter
+
+import pytest
+import redis
+from rq import Queue
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
+
+from app.extensions import db
+from app.models import User, utcnow
+from tests.support import csrf_token, wait_for
+
+
+@pytest.fixture()
+def users(app):
+    """25 confirmed users and 3 unconfirmed ones."""
+    with app.app_context():
+        for n in range(28):
+            user = User(email=f"user{n:02d}@example.com", confirmed_at=utcnow() if n < 25 else None)
+            user.password_hash = "not-a-login"
+            db.session.add(user)
+        db.session.commit()
+    return [f"user{n:02d}@example.com" for n in range(25)]
+
+
+def mailers(app):
+    """The `mailers` queue, read as JSON."""
+    return Queue("mailers", connection=redis.Redis.from_url(app.config["RQ_REDIS_URL"]), serializer=JSONSerializer)
+
+
+def recipients(smtp_server):
+    """How many mails each address received."""
+    return Counter(message["To"] for message in smtp_server.messages)
+
+
+def test_flask_announce_batches_and_sends_once_to_each_confirmed_user(app, runner, users, smtp_server, run_worker):
+    app.config["ANNOUNCE_BATCH_SIZE"] = 10
+    result = runner.invoke(args=["announce", "--subject", "News", "--body", "We shipped it."])
+    assert result.exit_code == 0, result.output
+    assert "25 recipient(s) in 3 batch job(s)" in result.output
+    assert mailers(app).count == 3
+    run_worker()
+    smtp_server.wait_for_messages(25)
+    assert recipients(smtp_server) == Counter({address: 1 for address in users})
+    assert len(smtp_server.handler.sessions) == 1  # one worker, one SMTP connection for all batches
+    assert "We shipped it." in smtp_server.messages[0].get_body(("plain",)).get_content()
+
+
+def test_interrupted_batch_resumes_without_duplicates(app, runner, users, smtp_server, worker_env, start_worker):
+    smtp_server.handler.refusals = [None] * 7 + ["451 4.3.0 Try again later"]  # the 8th mail fails
+    runner.invoke(args=["announce", "--subject", "News", "--body", "Hello"])
+    start_worker(worker_env)
+    smtp_server.wait_for_messages(25, timeout=60)
+    time.sleep(2)
+    assert recipients(smtp_server) == Counter({address: 1 for address in users})
+    assert smtp_server.handler.attempts == 26  # 25 accepted, 1 refused, none sent twice
+
+
+def test_worker_killed_mid_batch_resumes_without_duplicates(app, runner, users, smtp_server, worker_env, start_worker):
+    app.config["ANNOUNCE_JOB_TIMEOUT"] = 10  # abandoned after 10 + 15 s
+    smtp_server.handler.delay = 0.3
+    runner.invoke(args=["announce", "--subject", "News", "--body", "Hello"])
+    worker = start_worker(worker_env)
+    wait_for(lambda: len(smtp_server.messages) >= 5, timeout=30, message="five mails out")
+    worker.kill_all()
+    smtp_server.handler.delay = 0
+    start_worker(worker_env)
+    smtp_server.wait_for_messages(25, timeout=90)
+    time.sleep(2)
+    assert recipients(smtp_server) == Counter({address: 1 for address in users})
+
+
+def test_refused_recipient_fails_the_batch_visibly_and_a_requeue_sends_only_to_them(app, runner, users, smtp_server, run_worker):
+    smtp_server.handler.unknown_addresses = {"user03@example.com"}
+    runner.invoke(args=["announce", "--subject", "News", "--body", "Hello"])
+    run_worker()
+    smtp_server.wait_for_messages(24)
+    registry = FailedJobRegistry(queue=mailers(app))
+    assert registry.count == 1
+    job = Job.fetch(registry.get_job_ids()[0], connection=mailers(app).connection, serializer=JSONSerializer)
+    assert "user03@example.com" in job.latest_result().exc_string and "550" in job.latest_result().exc_string
+
+    smtp_server.handler.unknown_addresses = set()
+    registry.requeue(job.id)
+    run_worker()
+    smtp_server.wait_for_messages(25)
+    time.sleep(0.5)
+    assert recipients(smtp_server) == Counter({address: 1 for address in users})
+
+
+def test_dev_announce_form_needs_csrf_and_enqueues(app, users):
+    from app import create_app
+
+    dev = create_app("development", {key: app.config[key] for key in (
+        "REDIS_URL", "RQ_REDIS_URL", "CACHE_REDIS_URL", "SESSION_REDIS_URL", "RATELIMIT_STORAGE_URI", "SQLALCHEMY_DATABASE_URI")})
+    client = dev.test_client()
+    assert client.post("/dev/announce", data={"subject": "x", "body": "y"}).status_code == 400
+    token = csrf_token(client.get("/dev/announce").get_data(as_text=True))
+    response = client.post("/dev/announce", data={"csrf_token": token, "subject": "News", "body": "Hello"})
+    assert response.status_code == 302
+    assert mailers(app).count == 1
