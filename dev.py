@@ -37,18 +37,22 @@ def run(*command, **kwargs):
         sys.exit(result.returncode)
 
 
-def ensure_venv():
-    """Create .venv and install the pinned requirements, again only when they change."""
+def ensure_venv(venv_dir=VENV, requirement_files=(REQUIREMENTS,)):
+    """Create a virtualenv and install the pinned requirements, again only when they change."""
     if sys.version_info < (3, 11):
         sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}.")
-    if not PYTHON.exists():
-        say("creating the virtualenv in .venv")
-        venv.create(VENV, with_pip=True)
-    wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
-    if not STAMP.exists() or STAMP.read_text() != wanted:
+    python = venv_dir / PYTHON.relative_to(VENV)
+    if not python.exists():
+        say(f"creating the virtualenv in {venv_dir.name}")
+        venv.create(venv_dir, with_pip=True)
+    wanted = hashlib.sha256(b"".join(path.read_bytes() for path in requirement_files)).hexdigest()
+    stamp = venv_dir / STAMP.name
+    if not stamp.exists() or stamp.read_text() != wanted:
         say("installing the pinned requirements")
-        run(PYTHON, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", REQUIREMENTS)
-        STAMP.write_text(wanted)
+        options = [arg for path in requirement_files for arg in ("-r", path)]
+        run(python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *options)
+        stamp.write_text(wanted)
+    return python
 
 
 def project_env():

@@ -2,6 +2,7 @@
 
 from datetime import datetime, timezone
 
+from flask import current_app
 from flask_login import UserMixin
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -30,8 +31,8 @@ class User(UserMixin, db.Model):
         return self.confirmed_at is not None
 
     def set_password(self, password):
-        """Store a salted hash of the password (Werkzeug's scrypt), never the password."""
-        self.password_hash = generate_password_hash(password)
+        """Store a salted hash of the password (Werkzeug, PASSWORD_HASH_METHOD), never the password."""
+        self.password_hash = generate_password_hash(password, method=current_app.config["PASSWORD_HASH_METHOD"])
 
     def check_password(self, password):
         """Return True if the password matches the stored hash."""

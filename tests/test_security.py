@@ -144,3 +144,18 @@ def test_requeue_all_on_get_is_refused_in_the_dashboard(redis_url):
     page = client.get("/rq/0/view/queues", follow_redirects=True).get_data(as_text=True)
     token = page.split("'X-CSRFToken': '")[1].split("'")[0]
     assert client.post("/rq/requeue/mailers", headers={"X-CSRFToken": token}).status_code == 200
+
+
+def test_passwords_are_stored_salted_and_hashed(app, client):
+    from app.extensions import db
+    from app.models import User
+
+    signup(client, "ada@example.com", "correct horse battery")
+    signup(app.test_client(), "bob@example.com", "correct horse battery")
+    with app.app_context():
+        hashes = [user.password_hash for user in db.session.scalars(db.select(User))]
+    assert all("correct horse battery" not in value for value in hashes)
+    assert hashes[0] != hashes[1]  # salted
+    from config import Config
+
+    assert Config.PASSWORD_HASH_METHOD == "scrypt"  # outside the tests

@@ -1,0 +1,125 @@
+"""The parts every benchmark starts: its own Redis, the SMTP sink, workers; all stopped by pid."""
+
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+# The benchmarks run the production config, which refuses to start without a real key.
+BENCH_SECRET_KEY = "benchmark-secret-key-not-for-production-use-0123456789"
+
+
+def free_port():
+    """A free TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def procfile_args(name):
+    """The Procfile's command for one process type, split into arguments."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith(f"{name}:"):
+            return shlex.split(line.partition(":")[2])
+    raise KeyError(name)
+
+
+class Stack:
+    """A Redis (AOF everysec, noeviction) and an SMTP sink in a temp dir, plus processes to stop."""
+
+    def __init__(self, workdir, smtp_delay=0.0):
+        """Start Redis and the sink; set the environment the app's processes will read."""
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.processes = []
+        self.redis_port, self.smtp_port = free_port(), free_port()
+        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        self.sink_log = self.workdir / "sink.log"
+        self.sink_log.write_text("")
+        redis_dir = self.workdir / "redis"
+        redis_dir.mkdir(exist_ok=True)
+        self.spawn("redis", [
+            shutil.which("redis-server") or "redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+            "--dir", str(redis_dir), "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+            "--maxmemory-policy", "noeviction",
+        ])
+        self.spawn("sink", [sys.executable, str(ROOT / "bench" / "smtp_sink.py"), "--port", str(self.smtp_port),
+                            "--log", str(self.sink_log), "--delay", str(smtp_delay)])
+        self.env = {
+            **os.environ,
+            "FLASK_CONFIG": "production",
+            "SECRET_KEY": BENCH_SECRET_KEY,
+            "REDIS_URL": self.redis_url,
+            "DATABASE_URL": f"sqlite:///{self.workdir / 'bench.sqlite'}",
+            "MAIL_SERVER": "127.0.0.1",
+            "MAIL_PORT": str(self.smtp_port),
+            "SIGNUP_RATE_LIMIT": "1000000 per minute",
+            "PYTHONPATH": str(ROOT),
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+        self.wait_port(self.redis_port)
+        self.wait_port(self.smtp_port)
+
+    def spawn(self, name, command, env=None):
+        """Start a process in its own session, its output in the work dir."""
+        log = open(self.workdir / f"{name}-{len(self.processes)}.log", "ab")
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes.append(process)
+        return process
+
+    @staticmethod
+    def wait_port(port, timeout=30):
+        """Wait until something listens on the port."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"nothing listens on {port}")
+
+    def delivered(self):
+        """How many mails the sink accepted so far."""
+        with open(self.sink_log, "rb") as log:
+            return log.read().count(b"\n")
+
+    def accept_times(self):
+        """The time each accepted mail was accepted, in order."""
+        return [float(line) for line in self.sink_log.read_text().split()]
+
+    def wait_delivered(self, count, timeout=600, poll=0.01):
+        """Wait until the sink accepted `count` mails; return the time that happened."""
+        deadline = time.monotonic() + timeout
+        while self.delivered() < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {self.delivered()} of {count} mails arrived")
+            time.sleep(poll)
+        return time.time()
+
+    def rq_workers(self, count, burst=False):
+        """Start `count` processes of the Procfile's worker line."""
+        args = procfile_args("worker")
+        command = [str(BIN / "rq"), args[1], *(["--burst"] if burst else []), "--quiet", *args[2:]]
+        return [self.spawn("rq-worker", command, self.env) for _ in range(count)]
+
+    def stop(self, processes=None):
+        """Stop processes (default: all) with SIGTERM, then SIGKILL, by process group."""
+        for process in reversed(processes or self.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in reversed(processes or self.processes):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if processes:
+            for process in processes:
+                self.processes.remove(process)

@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""Run the benchmarks side by side and print ratios (never part of the test suite).
+
+    python3 bench/run.py                 all five, full size (about 4 minutes on 2 cores)
+    python3 bench/run.py --quick         smaller counts, for a first look
+    python3 bench/run.py --only latency,cache
+
+It builds .venv-bench (requirements.txt + bench/requirements.txt) on first use, needs
+`redis-server` on PATH, starts its own Redis and SMTP sink on free ports, and writes
+bench/results/results.json and docs/img/benchmarks.png.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_VENV = ROOT / ".venv-bench"
+
+
+def bootstrap():
+    """Re-run this script inside .venv-bench, creating it first if needed."""
+    if Path(sys.prefix).resolve() == BENCH_VENV.resolve():
+        return
+    sys.path.insert(0, str(ROOT))
+    import dev
+
+    python = dev.ensure_venv(BENCH_VENV, (ROOT / "requirements.txt", ROOT / "bench" / "requirements.txt"))
+    os.execv(str(python), [str(python), *sys.argv])
+
+
+def percentile(values, pct):
+    """The pct-th percentile (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
+
+
+def make_app(stack, **overrides):
+    """A production-config app in this process, pointed at the stack's Redis, database and sink."""
+    from app import create_app
+    from flask_migrate import upgrade
+
+    app = create_app("production", {
+        **{key: stack.redis_url for key in ("REDIS_URL", "RQ_REDIS_URL", "CACHE_REDIS_URL", "SESSION_REDIS_URL", "RATELIMIT_STORAGE_URI")},
+        "SQLALCHEMY_DATABASE_URI": stack.env["DATABASE_URL"],
+        "MAIL_SERVER": "127.0.0.1",
+        "MAIL_PORT": stack.smtp_port,
+        **overrides,
+    })
+    with app.app_context():
+        upgrade()
+    return app
+
+
+def mail_kwargs(n, tag):
+    """The arguments of one confirmation mail, as deliver_later() would queue them."""
+    address = f"{tag}{n}@example.com"
+    return {"template": "email/confirm", "to": address, "subject": "Confirm your account",
+            "context": {"email": address, "confirm_url": f"http://localhost:5000/auth/confirm/token-{tag}-{n}"},
+            "message_id": f"<{tag}.{n}@example.com>"}
+
+
+def rate(stack, start_count, count, started):
+    """Mails/s from `started` to the last of `count` mails, and the steady rate between first and last."""
+    times = stack.accept_times()[start_count:start_count + count]
+    return {"mails_per_s": round(count / (times[-1] - started), 1),
+            "steady_mails_per_s": round((count - 1) / (times[-1] - times[0]), 1)}
+
+
+def bench_throughput(stack, count, workers=2):
+    """1. One mail per job: the project's worker setup vs Celery prefork(2), same job, same sink."""
+    from app.mail import deliver_later
+
+    app = make_app(stack)
+    with app.test_request_context():
+        for n in range(count):
+            deliver_later(**mail_kwargs(n, "rq"))
+    before, started = stack.delivered(), time.time()
+    processes = stack.rq_workers(workers)
+    stack.wait_delivered(before + count)
+    rq = rate(stack, before, count, started)
+    stack.stop(processes)
+
+    os.environ["CELERY_BROKER_URL"] = stack.redis_url.rsplit("/", 1)[0] + "/1"
+    from bench.celery_app import celery
+
+    celery.conf.broker_url = os.environ["CELERY_BROKER_URL"]
+    for n in range(count):
+        celery.send_task("send_mail", kwargs=mail_kwargs(n, "celery"))
+    env = {**stack.env, "CELERY_BROKER_URL": os.environ["CELERY_BROKER_URL"]}
+    before, started = stack.delivered(), time.time()
+    processes = [stack.spawn("celery", [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker",
+                                         "-P", "prefork", "-c", str(workers), "--loglevel", "WARNING"], env)]
+    stack.wait_delivered(before + count)
+    celery_rate = rate(stack, before, count, started)
+    stack.stop(processes)
+    return {"mails": count, "workers": workers, "rq": rq, "celery": celery_rate,
+            "ratio_steady": round(rq["steady_mails_per_s"] / celery_rate["steady_mails_per_s"], 2),
+            "ratio_incl_startup": round(rq["mails_per_s"] / celery_rate["mails_per_s"], 2)}
+
+
+def sink_max_rate(stack, count):
+    """The sink's own ceiling: one smtplib connection sending a ready-made mail as fast as it can."""
+    import smtplib
+
+    message = (b"From: a@example.com\r\nTo: b@example.com\r\nSubject: x\r\n\r\n" + b"hello world\r\n" * 60)
+    before = stack.delivered()
+    with smtplib.SMTP("127.0.0.1", stack.smtp_port, local_hostname="localhost") as smtp:
+        started = time.time()
+        for _ in range(count):
+            smtp.sendmail("a@example.com", ["b@example.com"], message)
+    stack.wait_delivered(before + count)
+    return round(count / (time.time() - started), 1)
+
+
+def bench_bulk(stack, users, workers=2):
+    """2. An announcement to `users` confirmed users vs the sink's maximum over one connection."""
+    from app.announcements import announce
+    from app.extensions import db
+    from app.models import User, utcnow
+
+    app = make_app(stack)
+    with app.app_context():
+        now = utcnow()
+        db.session.execute(db.insert(User), [
+            {"email": f"reader{n}@example.com", "password_hash": "x", "created_at": now, "confirmed_at": now}
+            for n in range(users)
+        ])
+        db.session.commit()
+        announcement_id, batches, recipients = announce("News", "We made mail fast.\nThanks for reading.")
+    before, started = stack.delivered(), time.time()
+    processes = stack.rq_workers(workers)
+    stack.wait_delivered(before + recipients)
+    bulk = rate(stack, before, recipients, started)
+    stack.stop(processes)
+    ceiling = sink_max_rate(stack, 5000)
+    return {"users": recipients, "batches": batches, "workers": workers, **bulk, "sink_max_one_connection": ceiling,
+            "share_of_sink_max": round(bulk["steady_mails_per_s"] / ceiling, 2)}
+
+
+def bench_latency(stack, count):
+    """3. Enqueue -> accepted by SMTP, one mail at a time, with one idle worker."""
+    from app.mail import deliver_later
+
+    app = make_app(stack)
+    processes = stack.rq_workers(1)
+    time.sleep(3)  # let the worker start and go idle
+    latencies = []
+    with app.test_request_context():
+        for n in range(count):
+            before = stack.delivered()
+            enqueued = time.time()
+            deliver_later(**mail_kwargs(n, "lat"))
+            stack.wait_delivered(before + 1, poll=0.0005)
+            latencies.append((stack.accept_times()[before] - enqueued) * 1000)
+            time.sleep(0.02)  # idle again
+    stack.stop(processes)
+    return {"mails": count, "p50_ms": round(percentile(latencies, 50), 1), "p95_ms": round(percentile(latencies, 95), 1),
+            "max_ms": round(max(latencies), 1)}
+
+
+def load(base_url, clients, per_client, tag):
+    """Concurrent browsers, each loading the form once and posting `per_client` signups; POST latencies in ms."""
+    sys.path.insert(0, str(ROOT))
+    from tests.support import Browser, csrf_token
+
+    latencies, errors, lock = [], [], threading.Lock()
+
+    def client(number):
+        browser = Browser(base_url)
+        _, page = browser.request("/auth/signup")
+        token = csrf_token(page)
+        for n in range(per_client):
+            fields = {"csrf_token": token, "email": f"{tag}{number}x{n}@example.com",
+                      "password": "long enough pw", "password2": "long enough pw"}
+            started = time.perf_counter()
+            status, _ = browser.request("/auth/signup", fields)
+            elapsed = (time.perf_counter() - started) * 1000
+            with lock:
+                (latencies if status == 302 else errors).append(elapsed if status == 302 else status)
+
+    threads = [threading.Thread(target=client, args=(number,)) for number in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors
+
+
+def bench_signup(workdir, clients, per_client, password_hash):
+    """4. Signup POST latency under load, SMTP taking 200 ms: deliver-later vs deliver-now."""
+    from bench.harness import Stack, free_port, procfile_args
+
+    results = {}
+    for mode, module in (("deliver_later", "wsgi:app"), ("deliver_now", "bench.wsgi_deliver_now:app")):
+        stack = Stack(Path(workdir) / f"signup-{mode}-{password_hash.split(':')[0]}", smtp_delay=0.2)
+        try:
+            make_app(stack)  # the schema
+            port = free_port()
+            args = [arg.replace("0.0.0.0:${PORT:-5000}", f"127.0.0.1:{port}").replace("${WEB_CONCURRENCY:-2}", "2")
+                    for arg in procfile_args("web")]
+            env = {**stack.env, "PASSWORD_HASH_METHOD": password_hash}
+            stack.spawn("web", [str(Path(sys.executable).parent / "gunicorn"), module, *args[2:]], env)
+            if mode == "deliver_later":
+                stack.rq_workers(1)
+            Stack.wait_port(port)
+            latencies, errors = load(f"http://127.0.0.1:{port}", clients, per_client, mode)
+        finally:
+            stack.stop()
+        results[mode] = {"requests": len(latencies), "errors": len(errors), "p50_ms": round(percentile(latencies, 50), 1),
+                         "p99_ms": round(percentile(latencies, 99), 1)}
+    results["ratio_p50"] = round(results["deliver_now"]["p50_ms"] / results["deliver_later"]["p50_ms"], 1)
+    results["ratio_p99"] = round(results["deliver_now"]["p99_ms"] / results["deliver_later"]["p99_ms"], 1)
+    results["password_hash"] = password_hash
+    return results
+
+
+def bench_cache(stack, users, requests):
+    """5. The home page from the Redis cache vs rendered each time, through the WSGI stack in-process."""
+    from app.extensions import db
+    from app.main.routes import HOME_CACHE_KEY
+    from app.models import User, utcnow
+
+    app = make_app(stack)
+    with app.app_context():
+        now = utcnow()
+        db.session.execute(db.insert(User), [{"email": f"home{n}@example.com", "password_hash": "x", "created_at": now,
+                                              "confirmed_at": now if n % 2 else None} for n in range(users)])
+        db.session.commit()
+    client = app.test_client()
+    cache_client = app.extensions["redis"]["cache"]
+
+    def timed(clear):
+        samples = []
+        for _ in range(requests):
+            if clear:
+                cache_client.delete("cache:" + HOME_CACHE_KEY)
+            started = time.perf_counter()
+            assert client.get("/").status_code == 200
+            samples.append((time.perf_counter() - started) * 1000)
+        return samples
+
+    timed(False)  # warm up
+    cached, uncached = timed(False), timed(True)
+    result = {"users": users, "requests": requests,
+              "cached_p50_ms": round(percentile(cached, 50), 3), "uncached_p50_ms": round(percentile(uncached, 50), 3)}
+    result["ratio_p50"] = round(result["uncached_p50_ms"] / result["cached_p50_ms"], 1)
+    return result
+
+
+def plot(results, path):
+    """One PNG with a panel per benchmark."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    if "throughput" in results:
+        r = results["throughput"]
+        panels.append(("1. mails/s, one mail per job", ["RQ FlaskWorker x2", "Celery prefork(2)"],
+                       [r["rq"]["steady_mails_per_s"], r["celery"]["steady_mails_per_s"]]))
+    if "bulk" in results:
+        r = results["bulk"]
+        panels.append(("2. bulk mails/s", ["announcement x2 workers", "sink max, 1 connection"],
+                       [r["steady_mails_per_s"], r["sink_max_one_connection"]]))
+    if "latency" in results:
+        r = results["latency"]
+        panels.append(("3. enqueue -> delivered (ms)", ["p50", "p95"], [r["p50_ms"], r["p95_ms"]]))
+    if "signup" in results:
+        r = results["signup"]
+        panels.append(("4. signup POST p50 (ms)", ["deliver later", "deliver now"],
+                       [r["deliver_later"]["p50_ms"], r["deliver_now"]["p50_ms"]]))
+    if "cache" in results:
+        r = results["cache"]
+        panels.append(("5. home page p50 (ms)", ["cached", "uncached"], [r["cached_p50_ms"], r["uncached_p50_ms"]]))
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), squeeze=False)
+    for axis, (title, labels, values) in zip(axes[0], panels):
+        bars = axis.bar(labels, values, color=["#3b7dd8", "#b0b0b0"])
+        axis.set_title(title, fontsize=10)
+        axis.bar_label(bars, fmt="%g", fontsize=8)
+        axis.tick_params(axis="x", labelsize=8, rotation=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main():
+    """Run the chosen benchmarks and print the table of results."""
+    bootstrap()
+    sys.path.insert(0, str(ROOT))
+    os.chdir(ROOT)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts")
+    parser.add_argument("--only", default="throughput,bulk,latency,signup,cache")
+    args = parser.parse_args()
+    chosen = args.only.split(",")
+    quick = args.quick
+    from bench.harness import BENCH_SECRET_KEY, Stack
+
+    os.environ["SECRET_KEY"] = BENCH_SECRET_KEY  # before config.py is first imported
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+        for name in chosen:
+            print(f"==> {name}", flush=True)
+            if name == "signup":
+                results["signup"] = bench_signup(workdir, 8, 10 if quick else 40, "pbkdf2:sha256:1")
+                results["signup_with_scrypt"] = bench_signup(workdir, 8, 5 if quick else 15, "scrypt")
+            else:
+                stack = Stack(Path(workdir) / name)
+                try:
+                    if name == "throughput":
+                        results[name] = bench_throughput(stack, 300 if quick else 1000)
+                    elif name == "bulk":
+                        results[name] = bench_bulk(stack, 2000 if quick else 10_000)
+                    elif name == "latency":
+                        results[name] = bench_latency(stack, 50 if quick else 200)
+                    elif name == "cache":
+                        results[name] = bench_cache(stack, 10_000, 200 if quick else 1000)
+                finally:
+                    stack.stop()
+            print(json.dumps(results.get(name), indent=2), flush=True)
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    plot(results, ROOT / "docs" / "img" / "benchmarks.png")
+    print("==> results in bench/results/results.json, plot in docs/img/benchmarks.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""The app with signup mail sent inside the request (deliver-now), for benchmark 4 only.
+
+    gunicorn bench.wsgi_deliver_now:app
+"""
+
+import app.auth.mails
+from app import create_app
+from app.mail import deliver_now
+
+
+def deliver_now_instead(template, to, subject, context, message_id=None):
+    """What deliver_later() would queue, sent right away: the request waits for SMTP."""
+    deliver_now(template, to, subject, context, message_id)
+
+
+app.auth.mails.deliver_later = deliver_now_instead
+app = create_app()
