@@ -3,7 +3,6 @@
 import os
 from pathlib import Path
 
-from cachelib.serializers import JSONSerializer
 from dotenv import load_dotenv
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -38,19 +37,24 @@ class Config:
 
     SQLALCHEMY_DATABASE_URI = env("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'app.sqlite'}")
 
+    # --8<-- [start:redis_roles]
     # One Redis URL per role; each falls back to REDIS_URL so a single server works too.
     REDIS_URL = env("REDIS_URL", "redis://localhost:6379/0")
     CACHE_REDIS_URL = env("CACHE_REDIS_URL", REDIS_URL)
     SESSION_REDIS_URL = env("SESSION_REDIS_URL", REDIS_URL)
     RQ_REDIS_URL = env("RQ_REDIS_URL", REDIS_URL)
     RATELIMIT_STORAGE_URI = env("RATELIMIT_STORAGE_URI", REDIS_URL)
+    # --8<-- [end:redis_roles]
 
+    # --8<-- [start:cache]
     # Cache: the seed's `expires_in: 90.minutes`, under the `cache:` prefix, stored as JSON.
     CACHE_TYPE = "RedisCache"
     CACHE_KEY_PREFIX = "cache:"
     CACHE_DEFAULT_TIMEOUT = env_int("CACHE_DEFAULT_TIMEOUT", 90 * 60)
-    CACHE_SERIALIZER = JSONSerializer  # the default pickles, and unpickles what it reads back
+    # Stored as JSON: create_app() sets CACHE_SERIALIZER (the default pickles, and unpickles).
+    # --8<-- [end:cache]
 
+    # --8<-- [start:sessions]
     # Sessions: only an opaque id in the cookie, the data as JSON under `session:`.
     SESSION_TYPE = "redis"
     SESSION_KEY_PREFIX = "session:"
@@ -61,7 +65,9 @@ class Config:
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_SECURE = False
+    # --8<-- [end:sessions]
 
+    # --8<-- [start:jobs]
     # Jobs: the `mailers` queue first, then `default` (the seed's sidekiq.yml).
     RQ_QUEUES = ["mailers", "default"]
     MAIL_JOB_TIMEOUT = env_int("MAIL_JOB_TIMEOUT", 30)  # SMTP connect + send, with MAIL_TIMEOUT per step
@@ -70,6 +76,7 @@ class Config:
     # How long a failed job stays visible in the failed registry (RQ's default is one year).
     MAIL_FAILURE_TTL = env_int("MAIL_FAILURE_TTL", 30 * 24 * 3600)
     MAIL_SENT_MARKER_TTL = env_int("MAIL_SENT_MARKER_TTL", 7 * 24 * 3600)
+    # --8<-- [end:jobs]
     # Announcements go out in batches of this many users, one job (and one SMTP connection) each.
     ANNOUNCE_BATCH_SIZE = env_int("ANNOUNCE_BATCH_SIZE", 100)
     ANNOUNCE_JOB_TIMEOUT = env_int("ANNOUNCE_JOB_TIMEOUT", 300)
@@ -122,6 +129,7 @@ class TestingConfig(Config):
     PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"  # still salted and hashed, just cheaper
 
 
+# --8<-- [start:production]
 class ProductionConfig(Config):
     """Production: secure cookies and a real secret key are required."""
 
@@ -136,6 +144,7 @@ class ProductionConfig(Config):
                 "ProductionConfig needs SECRET_KEY: set it to a random string of at least 32 "
                 'characters, e.g. python -c "import secrets; print(secrets.token_hex(32))"'
             )
+# --8<-- [end:production]
 
 
 config_by_name = {

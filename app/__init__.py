@@ -7,6 +7,7 @@ from flask import Flask, render_template
 from config import config_by_name
 
 
+# --8<-- [start:create_app]
 def create_app(config_name=None, overrides=None):
     """Create and configure the app; config_name defaults to $FLASK_CONFIG or 'development'."""
     # 1. Configuration: a class chosen by name, then any overrides (the tests pass some).
@@ -33,18 +34,21 @@ def create_app(config_name=None, overrides=None):
         register_dev_tools(app)
     return app
 
+# --8<-- [end:create_app]
 
+# --8<-- [start:register_extensions]
 def register_extensions(app):
     """Bind every extension object from app.extensions to this app."""
     from app import models  # noqa: F401  (registers the models with SQLAlchemy)
     from app.extensions import cache, csrf, db, limiter, login_manager, mail, migrate, server_session
     from app.redis import init_redis
-    from app.serializers import JSONOnlySessionSerializer
+    from app.serializers import JSONCacheSerializer, JSONOnlySessionSerializer
 
     init_redis(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
     mail.init_app(app)
+    app.config["CACHE_SERIALIZER"] = JSONCacheSerializer()  # never pickle what Redis hands back
     cache.init_app(app)
     server_session.init_app(app)
     app.session_interface.serializer = JSONOnlySessionSerializer()
@@ -53,6 +57,7 @@ def register_extensions(app):
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message_category = "info"
+# --8<-- [end:register_extensions]
 
 
 def register_blueprints(app):

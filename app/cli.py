@@ -19,6 +19,7 @@ def register_cli(app):
     app.cli.add_command(doctor)
     app.cli.add_command(redis_peek)
     app.cli.add_command(announce_command)
+    app.cli.add_command(send_test_mail)
 
 
 def check_worker():
@@ -146,3 +147,20 @@ def announce_command(subject, body):
         raise click.BadParameter("line breaks are not allowed", param_hint="--subject")
     announcement_id, batches, recipients = announce(subject, body)
     click.echo(f"announcement {announcement_id}: {recipients} recipient(s) in {batches} batch job(s) on 'mailers'")
+
+
+@click.command("send-test-mail")
+@click.argument("address")
+@with_appcontext
+def send_test_mail(address):
+    """Queue the confirmation mail, with a dummy link, for ADDRESS (like deliver_later in a view)."""
+    from app.mail import deliver_later
+
+    if "\r" in address or "\n" in address or "@" not in address:
+        raise click.BadParameter("an email address, on one line", param_hint="ADDRESS")
+    with current_app.test_request_context():
+        job = deliver_later(
+            "email/confirm", address, "Confirm your account",
+            {"email": address, "confirm_url": "http://localhost:5000/auth/confirm/this-is-a-test"},
+        )
+    click.echo(f"queued job {job.id} on '{job.origin}' ({get_queue('mailers').count} waiting)")

@@ -65,6 +65,7 @@ def job_id_for(message_id):
     return "mail-" + hashlib.sha256(message_id.encode()).hexdigest()[:32]
 
 
+# --8<-- [start:build_message]
 def build_message(template, to, subject, context, message_id):
     """Render `<template>.txt` and `<template>.html` into a Flask-Mail Message."""
     prefix = current_app.config["MAIL_SUBJECT_PREFIX"]
@@ -77,7 +78,9 @@ def build_message(template, to, subject, context, message_id):
     message.msgId = message_id
     return message
 
+# --8<-- [end:build_message]
 
+# --8<-- [start:deliver_later]
 def deliver_later(template, to, subject, context, message_id=None):
     """Enqueue a mail on the `mailers` queue and return the RQ job. Never talks to SMTP.
 
@@ -104,6 +107,7 @@ def deliver_later(template, to, subject, context, message_id=None):
         # Transient failures (and a worker killed mid-send) are retried after these delays.
         retry=Retry(max=len(intervals), interval=intervals) if intervals else None,
     )
+# --8<-- [end:deliver_later]
 
 
 def deliver_now(template, to, subject, context, message_id=None, connection=None):
@@ -117,6 +121,7 @@ def deliver_now(template, to, subject, context, message_id=None, connection=None
     return message.msgId
 
 
+# --8<-- [start:is_permanent]
 def is_permanent(exc):
     """Classify a send error: True for a refusal that a retry cannot fix."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
@@ -124,6 +129,7 @@ def is_permanent(exc):
     if isinstance(exc, smtplib.SMTPResponseException):
         return exc.smtp_code >= 500
     return isinstance(exc, (BadHeaderError, TemplateNotFound, smtplib.SMTPNotSupportedError))
+# --8<-- [end:is_permanent]
 
 
 def describe(exc):
@@ -138,6 +144,7 @@ def describe(exc):
     return f"{type(exc).__name__}: {exc}"
 
 
+# --8<-- [start:send_mail_job]
 def send_mail_job(template, to, subject, context, message_id):
     """The RQ job on `mailers`: send one mail once, whatever number of times the job runs.
 
@@ -165,4 +172,5 @@ def send_mail_job(template, to, subject, context, message_id):
     # A crash between the server's accept and this write is the one window for a duplicate.
     jobs_redis.set(marker, 1, ex=current_app.config["MAIL_SENT_MARKER_TTL"])
     return {"message_id": message_id, "skipped": False}
+# --8<-- [end:send_mail_job]
 

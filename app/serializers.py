@@ -1,7 +1,19 @@
 """JSON-only serializers for data read back from Redis, so no read path ever unpickles."""
 
 import msgspec
+from cachelib.serializers import JSONSerializer
 from flask_session.base import Serializer
+
+
+class JSONCacheSerializer(JSONSerializer):
+    """cachelib's JSON serializer, quiet about cache misses.
+
+    cachelib hands a missing key's None to loads(), which then logs a warning on every miss.
+    """
+
+    def loads(self, bvalue, *args, **kwargs):
+        """Parse a cached JSON value; a miss (None) is simply None."""
+        return None if bvalue is None else super().loads(bvalue, *args, **kwargs)
 
 
 class JSONOnlySessionSerializer(Serializer):

@@ -37,6 +37,8 @@ def bootstrap():
 
 def percentile(values, pct):
     """The pct-th percentile (nearest rank)."""
+    if not values:
+        raise RuntimeError("no successful samples: see the process logs in the bench work dir")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
 
@@ -177,6 +179,8 @@ def load(base_url, clients, per_client, tag):
         _, page = browser.request("/auth/signup")
         token = csrf_token(page)
         for n in range(per_client):
+            for cookie in browser.cookies:
+                cookie.secure = False  # production sets Secure; the benchmark talks plain HTTP on loopback
             fields = {"csrf_token": token, "email": f"{tag}{number}x{n}@example.com",
                       "password": "long enough pw", "password2": "long enough pw"}
             started = time.perf_counter()
@@ -324,7 +328,7 @@ def main():
                         results[name] = bench_cache(stack, 10_000, 200 if quick else 1000)
                 finally:
                     stack.stop()
-            print(json.dumps(results.get(name), indent=2), flush=True)
+            print(json.dumps({key: value for key, value in results.items() if key.startswith(name)}, indent=2), flush=True)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))

@@ -23,6 +23,7 @@ from tests.support import (
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
+# --8<-- [start:servers]
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A real redis-server on a free port, AOF on and noeviction, in its own temp dir."""
@@ -46,6 +47,7 @@ def smtp_server(tmp_path):
     server.start()
     yield server
     server.stop()
+# --8<-- [end:servers]
 
 
 @pytest.fixture()

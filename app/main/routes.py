@@ -32,6 +32,7 @@ def cacheable():
     return not current_user.is_authenticated and "_flashes" not in session
 
 
+# --8<-- [start:index]
 @bp.route("/")
 def index():
     """The home page: from the cache for 90 minutes, or rendered if the cache is unreachable."""
@@ -49,3 +50,4 @@ def index():
         except RedisError as exc:
             current_app.logger.warning("cache unreachable, not storing: %s", exc)
     return page
+# --8<-- [end:index]
