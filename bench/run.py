@@ -331,7 +331,10 @@ def main():
             print(json.dumps({key: value for key, value in results.items() if key.startswith(name)}, indent=2), flush=True)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    saved = out / "results.json"
+    merged = {**(json.loads(saved.read_text()) if saved.exists() else {}), **results}  # --only keeps the rest
+    saved.write_text(json.dumps(merged, indent=2))
+    results = merged
     plot(results, ROOT / "docs" / "img" / "benchmarks.png")
     print("==> results in bench/results/results.json, plot in docs/img/benchmarks.png")
 
