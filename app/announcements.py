@@ -63,7 +63,7 @@ def send_announcement_batch(announcement_id, subject, body, user_ids):
     kept = current_app.extensions.get("smtp_connection") or KeptConnection()
     sent, refused = 0, {}
     ttl = current_app.config["MAIL_SENT_MARKER_TTL"]
-    for (user_id, email), message_id, skip in zip(recipients, message_ids, done):
+    for (_, email), message_id, skip in zip(recipients, message_ids, done, strict=True):
         if skip:
             continue
         try:

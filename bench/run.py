@@ -13,7 +13,6 @@ bench/results/results.json and docs/img/benchmarks.png.
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -45,8 +44,9 @@ def percentile(values, pct):
 
 def make_app(stack, **overrides):
     """A production-config app in this process, pointed at the stack's Redis, database and sink."""
-    from app import create_app
     from flask_migrate import upgrade
+
+    from app import create_app
 
     app = create_app("production", {
         **{key: stack.redis_url for key in ("REDIS_URL", "RQ_REDIS_URL", "CACHE_REDIS_URL", "SESSION_REDIS_URL", "RATELIMIT_STORAGE_URI")},
@@ -285,7 +285,7 @@ def plot(results, path):
         r = results["cache"]
         panels.append(("5. home page p50 (ms)", ["cached", "uncached"], [r["cached_p50_ms"], r["uncached_p50_ms"]]))
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), squeeze=False)
-    for axis, (title, labels, values) in zip(axes[0], panels):
+    for axis, (title, labels, values) in zip(axes[0], panels, strict=True):
         bars = axis.bar(labels, values, color=["#3b7dd8", "#b0b0b0"])
         axis.set_title(title, fontsize=10)
         axis.bar_label(bars, fmt="%g", fontsize=8)

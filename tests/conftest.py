@@ -19,7 +19,6 @@ from tests.support import (
     worker_command,
 )
 
-
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 

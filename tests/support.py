@@ -120,6 +120,14 @@ class RedisServer:
                 self.kill()
 
 
+def mailers_queue(app):
+    """The app's `mailers` queue, read through RQ's JSON serializer with a plain redis-py client."""
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    return Queue("mailers", connection=redis.Redis.from_url(app.config["RQ_REDIS_URL"]), serializer=JSONSerializer)
+
+
 def redis_overrides(url):
     """Config overrides that point every Redis role (and the rate limiter) at one URL."""
     return {

@@ -4,15 +4,13 @@ import time
 from collections import Counter
 
 import pytest
-import redis
-from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from app.extensions import db
 from app.models import User, utcnow
-from tests.support import csrf_token, wait_for
+from tests.support import csrf_token, mailers_queue, wait_for
 
 
 @pytest.fixture()
@@ -27,10 +25,6 @@ def users(app):
     return [f"user{n:02d}@example.com" for n in range(25)]
 
 
-def mailers(app):
-    """The `mailers` queue, read as JSON."""
-    return Queue("mailers", connection=redis.Redis.from_url(app.config["RQ_REDIS_URL"]), serializer=JSONSerializer)
-
 
 def recipients(smtp_server):
     """How many mails each address received."""
@@ -42,7 +36,7 @@ def test_flask_announce_batches_and_sends_once_to_each_confirmed_user(app, runne
     result = runner.invoke(args=["announce", "--subject", "News", "--body", "We shipped it."])
     assert result.exit_code == 0, result.output
     assert "25 recipient(s) in 3 batch job(s)" in result.output
-    assert mailers(app).count == 3
+    assert mailers_queue(app).count == 3
     run_worker()
     smtp_server.wait_for_messages(25)
     assert recipients(smtp_server) == Counter({address: 1 for address in users})
@@ -79,9 +73,9 @@ def test_refused_recipient_fails_the_batch_visibly_and_a_requeue_sends_only_to_t
     runner.invoke(args=["announce", "--subject", "News", "--body", "Hello"])
     run_worker()
     smtp_server.wait_for_messages(24)
-    registry = FailedJobRegistry(queue=mailers(app))
+    registry = FailedJobRegistry(queue=mailers_queue(app))
     assert registry.count == 1
-    job = Job.fetch(registry.get_job_ids()[0], connection=mailers(app).connection, serializer=JSONSerializer)
+    job = Job.fetch(registry.get_job_ids()[0], connection=mailers_queue(app).connection, serializer=JSONSerializer)
     assert "user03@example.com" in job.latest_result().exc_string and "550" in job.latest_result().exc_string
 
     smtp_server.handler.unknown_addresses = set()
@@ -102,4 +96,4 @@ def test_dev_announce_form_needs_csrf_and_enqueues(app, users):
     token = csrf_token(client.get("/dev/announce").get_data(as_text=True))
     response = client.post("/dev/announce", data={"csrf_token": token, "subject": "News", "body": "Hello"})
     assert response.status_code == 302
-    assert mailers(app).count == 1
+    assert mailers_queue(app).count == 1

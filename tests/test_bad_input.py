@@ -2,17 +2,15 @@
 
 import pytest
 import redis
-from rq import Queue
-from rq.serializers import JSONSerializer
 
 from app.extensions import db
 from app.models import User
-from tests.support import csrf_token, signup
+from tests.support import csrf_token, mailers_queue, signup
 
 
 def queued_mails(app):
     """How many jobs wait on `mailers`."""
-    return Queue("mailers", connection=redis.Redis.from_url(app.config["RQ_REDIS_URL"]), serializer=JSONSerializer).count
+    return mailers_queue(app).count
 
 
 def user_count(app):
@@ -76,7 +74,7 @@ def test_existing_confirmed_address_gets_an_account_notice_not_a_new_account(app
         db.session.commit()
     redis.Redis.from_url(app.config["RQ_REDIS_URL"]).delete("mail:notice:1")  # the window passed
     signup(app.test_client(), "ada@example.com")
-    queue = Queue("mailers", connection=redis.Redis.from_url(app.config["RQ_REDIS_URL"]), serializer=JSONSerializer)
+    queue = mailers_queue(app)
     templates = sorted(job.kwargs["template"] for job in queue.jobs)
     assert templates == ["email/account_exists", "email/confirm"]
     assert user_count(app) == 1

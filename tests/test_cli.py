@@ -43,7 +43,7 @@ def test_redis_peek_shows_the_signed_in_session_as_json(app, client, runner):
     sid = client.get_cookie("session").value
     result = runner.invoke(args=["redis-peek", "--role", "sessions"])
     assert result.exit_code == 0, result.output
-    line_index = result.output.splitlines().index(next(l for l in result.output.splitlines() if l.startswith(f"session:{sid}")))
+    line_index = result.output.splitlines().index(next(line for line in result.output.splitlines() if line.startswith(f"session:{sid}")))
     value = json.loads(result.output.splitlines()[line_index + 1])
     assert value["_user_id"] == "1"
     assert "ttl" in result.output.splitlines()[line_index]

@@ -1,13 +1,10 @@
 """Development tools: rq-dashboard on JSON jobs, the mail inbox, previews, the hub."""
 
 import pytest
-import redis
-from rq import Queue
-from rq.serializers import JSONSerializer
 
 from app import create_app
 from app.dev.views import template_names
-from tests.support import confirm_link, signup, wait_for
+from tests.support import confirm_link, mailers_queue, signup, wait_for
 
 
 @pytest.fixture()
@@ -24,7 +21,7 @@ def test_dashboard_tabs_answer_while_a_worker_runs_a_json_job(app, client, dev_a
     start_worker(worker_env)
     signup(client, "ada@example.com")
     wait_for(lambda: smtp_server.handler.rcpts_seen >= 1, timeout=30, message="the job to start")
-    job_id = Queue("mailers", connection=redis.Redis.from_url(app.config["RQ_REDIS_URL"]), serializer=JSONSerializer).started_job_registry.get_job_ids()[0]
+    job_id = mailers_queue(app).started_job_registry.get_job_ids()[0]
 
     dashboard = dev_app.test_client()
     workers = dashboard.get("/rq/0/data/workers.json")
@@ -65,7 +62,7 @@ def test_previews_render_every_template_and_send_nothing(app, dev_app, smtp_serv
     for name in names:
         assert f'id="preview-{name.replace("/", "-")}"' in html
     assert smtp_server.messages == []
-    assert Queue("mailers", connection=redis.Redis.from_url(app.config["RQ_REDIS_URL"]), serializer=JSONSerializer).count == 0
+    assert mailers_queue(app).count == 0
 
 
 def test_hub_links_the_tools_and_summarises_each_redis_role(dev_app):

@@ -7,8 +7,6 @@ test-artifacts/faults.json: fault, mails sent, delivered, lost, duplicates, time
 import time
 
 import pytest
-import redis
-from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
@@ -16,14 +14,17 @@ from rq.serializers import JSONSerializer
 from app.extensions import db
 from app.models import User
 from tests.conftest import process_env
-from tests.support import Browser, RedisServer, WebProcess, signup, wait_for
+from tests.support import (
+    Browser,
+    RedisServer,
+    WebProcess,
+    mailers_queue,
+    signup,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
-
-def mailers(app):
-    """The `mailers` queue of an app, read with the JSON serializer."""
-    return Queue("mailers", connection=redis.Redis.from_url(app.config["RQ_REDIS_URL"]), serializer=JSONSerializer)
 
 
 def report(rows, fault, sent, messages, recovered_in=None):
@@ -101,12 +102,12 @@ def test_redis_restart_with_queued_mail(tmp_path, make_app, smtp_server, run_wor
         client = app.test_client()
         for n in range(count):
             assert signup(client, f"user{n}@example.com").status_code == 302
-        assert mailers(app).count == count
+        assert mailers_queue(app).count == count
         time.sleep(1.5)  # appendfsync everysec: let the last second reach the disk
         started = time.monotonic()
         server.shutdown() if how == "shutdown" else server.kill()
         server.start()  # same port, same directory
-        kept = mailers(app).count
+        kept = mailers_queue(app).count
         run_worker(env=process_env(app))
         if kept:
             smtp_server.wait_for_messages(kept)
@@ -136,7 +137,7 @@ def test_smtp_550_is_not_retried_and_lands_in_failed_registry(app, client, smtp_
     smtp_server.handler.always_refuse = "550 5.1.1 No such mailbox"
     start_worker(worker_env)
     signup(client, "ada@example.com")
-    queue = mailers(app)
+    queue = mailers_queue(app)
     registry = FailedJobRegistry(queue=queue)
     wait_for(lambda: registry.count == 1, timeout=30, message="the job in the failed registry")
     time.sleep(3)  # longer than the retry interval: a retry would show here
@@ -150,7 +151,7 @@ def test_smtp_550_is_not_retried_and_lands_in_failed_registry(app, client, smtp_
 
 def test_rerunning_an_accepted_mail_sends_nothing(app, client, smtp_server, run_worker, fault_report):
     signup(client, "ada@example.com")
-    job = mailers(app).jobs[0]
+    job = mailers_queue(app).jobs[0]
     run_worker()
     smtp_server.wait_for_messages(1)
 

@@ -10,7 +10,7 @@ from rq.serializers import JSONSerializer
 
 from app import create_app
 from app.main.routes import HOME_CACHE_KEY
-from tests.support import csrf_token, login, redis_overrides, signup
+from tests.support import csrf_token, login, mailers_queue, redis_overrides, signup
 
 
 class Boom:
@@ -114,7 +114,7 @@ def test_header_injection_is_refused_before_anything_is_enqueued(app, field):
     values[field] += "\r\nBcc: victim@example.com"
     with app.test_request_context(), pytest.raises(ValueError, match="line breaks"):
         deliver_later("email/confirm", context={"email": "x", "confirm_url": "y"}, **values)
-    queue = Queue("mailers", connection=redis.Redis.from_url(app.config["RQ_REDIS_URL"]), serializer=JSONSerializer)
+    queue = mailers_queue(app)
     assert queue.count == 0
 
 

@@ -3,17 +3,10 @@
 import json
 
 import redis
-from rq import Queue
-from rq.serializers import JSONSerializer
 
 from app.extensions import db
 from app.models import User
-from tests.support import confirm_link, login, signup
-
-
-def mailers_queue(app):
-    """The `mailers` queue, read with redis-py through RQ's JSON serializer."""
-    return Queue("mailers", connection=redis.Redis.from_url(app.config["RQ_REDIS_URL"]), serializer=JSONSerializer)
+from tests.support import confirm_link, login, mailers_queue, signup
 
 
 def test_signup_enqueues_and_worker_delivers_a_working_link(app, client, smtp_server, run_worker):
