@@ -106,7 +106,7 @@ class Stack:
     def rq_workers(self, count, burst=False):
         """Start `count` processes of the Procfile's worker line."""
         args = procfile_args("worker")
-        command = [str(BIN / "rq"), args[1], *(["--burst"] if burst else []), "--quiet", *args[2:]]
+        command = [str(BIN / "rq"), args[1], *(["--burst"] if burst else []), *args[2:]]
         return [self.spawn("rq-worker", command, self.env) for _ in range(count)]
 
     def stop(self, processes=None):
