@@ -76,3 +76,17 @@ def test_hub_links_the_tools_and_summarises_each_redis_role(dev_app):
 
     counts = re.findall(r'<td class="key-count">([^<]*)</td>', html)
     assert len(counts) == 3 and all(count.isdigit() for count in counts)
+
+
+def test_dashboard_lists_failed_json_jobs(app, client, dev_app, smtp_server, run_worker):
+    smtp_server.handler.always_refuse = "550 5.1.1 No such mailbox"
+    signup(client, "ada@example.com")
+    run_worker()
+    job_id = mailers_queue(app).failed_job_registry.get_job_ids()[0]
+    dashboard = dev_app.test_client()
+    assert dashboard.get("/rq/0/view/jobs/mailers/failed/8/asc/1").status_code == 200
+    listed = dashboard.get("/rq/0/data/jobs/mailers/failed/8/asc/1.json")
+    assert listed.status_code == 200
+    assert job_id in listed.get_data(as_text=True)
+    assert dashboard.get(f"/rq/0/data/job/{job_id}.json").status_code == 200
+    assert dashboard.get("/rq/0/view/jobs", follow_redirects=True).status_code == 200
