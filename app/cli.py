@@ -142,8 +142,9 @@ def redis_peek(role, limit):
 def announce_command(subject, body):
     """Mail an announcement to every confirmed user, in batched jobs on `mailers`."""
     from app.announcements import announce
+    from app.mail import has_line_break
 
-    if "\r" in subject or "\n" in subject:
+    if has_line_break(subject):
         raise click.BadParameter("line breaks are not allowed", param_hint="--subject")
     announcement_id, batches, recipients = announce(subject, body)
     click.echo(f"announcement {announcement_id}: {recipients} recipient(s) in {batches} batch job(s) on 'mailers'")
@@ -154,9 +155,9 @@ def announce_command(subject, body):
 @with_appcontext
 def send_test_mail(address):
     """Queue the confirmation mail, with a dummy link, for ADDRESS (like deliver_later in a view)."""
-    from app.mail import deliver_later
+    from app.mail import deliver_later, has_line_break
 
-    if "\r" in address or "\n" in address or "@" not in address:
+    if has_line_break(address) or "@" not in address:
         raise click.BadParameter("an email address, on one line", param_hint="ADDRESS")
     with current_app.test_request_context():
         job = deliver_later(

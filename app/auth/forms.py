@@ -4,10 +4,12 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SubmitField
 from wtforms.validators import DataRequired, Email, EqualTo, Length, ValidationError
 
+from app.mail import has_line_break
+
 
 def no_line_breaks(form, field):
     """Reject CR/LF, which could smuggle extra headers into a mail."""
-    if field.data and ("\r" in field.data or "\n" in field.data):
+    if field.data and has_line_break(field.data):
         raise ValidationError("Line breaks are not allowed here.")
 
 
