@@ -25,8 +25,7 @@ def role_status(role):
     kwargs = client.connection_pool.connection_kwargs
     where = f"{kwargs.get('host', kwargs.get('path', '?'))}:{kwargs.get('port', '')}/{kwargs.get('db', 0)}"
     try:
-        info = client.info()
-        settings = client.config_get("maxmemory-policy") | client.config_get("save")
+        info = client.info()  # INFO, not CONFIG GET: managed Redis services often disable CONFIG
     except RedisError as exc:
         return {"role": role, "where": where, "ok": False, "error": str(exc)}
     return {
@@ -35,8 +34,7 @@ def role_status(role):
         "ok": True,
         "version": info.get("redis_version") or info.get("valkey_version", "?"),
         "aof": bool(info.get("aof_enabled")),
-        "rdb_save": settings.get("save", ""),
-        "maxmemory_policy": settings.get("maxmemory-policy", "?"),
+        "maxmemory_policy": info.get("maxmemory_policy", "?"),
         "used_memory": info.get("used_memory_human", "?"),
         "key_count": len(scan_keys(client, ROLE_KEY_PREFIXES[role])),
         "prefix": " ".join(prefix + "*" for prefix in ROLE_KEY_PREFIXES[role]),
