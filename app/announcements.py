@@ -7,11 +7,11 @@ app.mail, so a batch that is interrupted and run again skips everyone already se
 import uuid
 
 from flask import current_app
-from rq import Retry, get_current_job
+from rq import Retry
 from sqlalchemy import select
 
 from app.extensions import db
-from app.mail import SENT_MARKER_PREFIX, PermanentMailError, deliver_now, describe, is_permanent, new_message_id
+from app.mail import SENT_MARKER_PREFIX, describe, give_up, is_permanent, new_message_id, send_once
 from app.models import User
 from app.redis import get_queue, redis_client
 from app.smtp import KeptConnection
@@ -62,24 +62,17 @@ def send_announcement_batch(announcement_id, subject, body, user_ids):
 
     kept = current_app.extensions.get("smtp_connection") or KeptConnection()
     sent, refused = 0, {}
-    ttl = current_app.config["MAIL_SENT_MARKER_TTL"]
     for (_, email), message_id, skip in zip(recipients, message_ids, done, strict=True):
         if skip:
             continue
         try:
-            deliver_now(TEMPLATE, email, subject, {"email": email, "body": body}, message_id, connection=kept.get())
+            send_once(TEMPLATE, email, subject, {"email": email, "body": body}, message_id, kept)
         except Exception as exc:
-            kept.drop()
             if not is_permanent(exc):
                 raise
             refused[email] = describe(exc)
             continue
-        kept.mark_used()
-        jobs_redis.set(SENT_MARKER_PREFIX + message_id, 1, ex=ttl)
         sent += 1
     if refused:
-        job = get_current_job()
-        if job is not None:
-            job.retries_left = 0
-        raise PermanentMailError(f"{len(refused)} recipient(s) refused: {refused}")
+        raise give_up(f"{len(refused)} recipient(s) refused: {refused}")
     return {"sent": sent, "skipped": sum(1 for skip in done if skip)}

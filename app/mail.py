@@ -145,32 +145,49 @@ def describe(exc):
 
 
 # --8<-- [start:send_mail_job]
+def send_once(template, to, subject, context, message_id, kept=None):
+    """Send over the worker's kept SMTP connection (or a new one), then write the sent-marker.
+
+    `kept` is the worker process's KeptConnection (set by app.worker.FlaskWorker), if any;
+    it is dropped on any error so the next mail starts on a fresh connection.
+    """
+    try:
+        deliver_now(template, to, subject, context, message_id, connection=kept.get() if kept else None)
+    except Exception:
+        if kept:
+            kept.drop()
+        raise
+    if kept:
+        kept.mark_used()
+    # A crash between the server's accept and this write is the one window for a duplicate.
+    redis_client("jobs").set(SENT_MARKER_PREFIX + message_id, 1, ex=current_app.config["MAIL_SENT_MARKER_TTL"])
+
+
+def give_up(reason):
+    """A PermanentMailError for the current job, with its retries used up.
+
+    RQ would otherwise retry it like any transient error; raise what this returns.
+    """
+    job = get_current_job()
+    if job is not None:
+        job.retries_left = 0
+    return PermanentMailError(reason)
+
+
 def send_mail_job(template, to, subject, context, message_id):
     """The RQ job on `mailers`: send one mail once, whatever number of times the job runs.
 
     Runs inside the Flask app context that app.worker.FlaskWorker pushes for each job.
     """
-    jobs_redis = redis_client("jobs")
-    marker = SENT_MARKER_PREFIX + message_id
-    if jobs_redis.exists(marker):
+    if redis_client("jobs").exists(SENT_MARKER_PREFIX + message_id):
         log.info("mail %s already accepted by the SMTP server, not sending again", message_id)
         return {"message_id": message_id, "skipped": True}
-    kept = current_app.extensions.get("smtp_connection")  # set by app.worker.FlaskWorker
     try:
-        deliver_now(template, to, subject, context, message_id, connection=kept.get() if kept else None)
+        send_once(template, to, subject, context, message_id, current_app.extensions.get("smtp_connection"))
     except Exception as exc:
-        if kept:
-            kept.drop()
         if is_permanent(exc):
-            job = get_current_job()
-            if job is not None:
-                job.retries_left = 0  # RQ would otherwise retry it like a transient error
-            raise PermanentMailError(f"{to}: {describe(exc)}") from exc
+            raise give_up(f"{to}: {describe(exc)}") from exc
         raise
-    if kept:
-        kept.mark_used()
-    # A crash between the server's accept and this write is the one window for a duplicate.
-    jobs_redis.set(marker, 1, ex=current_app.config["MAIL_SENT_MARKER_TTL"])
     return {"message_id": message_id, "skipped": False}
 # --8<-- [end:send_mail_job]
 

@@ -1,7 +1,6 @@
 """The parts every benchmark starts: its own Redis, the SMTP sink, workers; all stopped by pid."""
 
 import os
-import shlex
 import shutil
 import signal
 import socket
@@ -10,25 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support import free_port, procfile_command
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-# The benchmarks run the production config, which refuses to start without a real key.
-BENCH_SECRET_KEY = "benchmark-secret-key-not-for-production-use-0123456789"
-
-
-def free_port():
-    """A free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def procfile_args(name):
-    """The Procfile's command for one process type, split into arguments."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith(f"{name}:"):
-            return shlex.split(line.partition(":")[2])
-    raise KeyError(name)
 
 
 class Stack:
@@ -55,7 +39,6 @@ class Stack:
         self.env = {
             **os.environ,
             "FLASK_CONFIG": "production",
-            "SECRET_KEY": BENCH_SECRET_KEY,
             "REDIS_URL": self.redis_url,
             "DATABASE_URL": f"sqlite:///{self.workdir / 'bench.sqlite'}",
             "MAIL_SERVER": "127.0.0.1",
@@ -105,7 +88,7 @@ class Stack:
 
     def rq_workers(self, count, burst=False):
         """Start `count` processes of the Procfile's worker line."""
-        args = procfile_args("worker")
+        args = procfile_command("worker")
         command = [str(BIN / "rq"), args[1], *(["--burst"] if burst else []), *args[2:]]
         return [self.spawn("rq-worker", command, self.env) for _ in range(count)]
 

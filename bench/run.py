@@ -21,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_VENV = ROOT / ".venv-bench"
+# The benchmarks run the production config, which refuses to start without a real key.
+BENCH_SECRET_KEY = "benchmark-secret-key-not-for-production-use-0123456789"
 
 
 def bootstrap():
@@ -199,7 +201,8 @@ def load(base_url, clients, per_client, tag):
 
 def bench_signup(workdir, clients, per_client, password_hash):
     """4. Signup POST latency under load, SMTP taking 200 ms: deliver-later vs deliver-now."""
-    from bench.harness import Stack, free_port, procfile_args
+    from bench.harness import Stack
+    from tests.support import free_port, procfile_command
 
     results = {}
     for mode, module in (("deliver_later", "wsgi:app"), ("deliver_now", "bench.wsgi_deliver_now:app")):
@@ -208,7 +211,7 @@ def bench_signup(workdir, clients, per_client, password_hash):
             make_app(stack)  # the schema
             port = free_port()
             args = [arg.replace("0.0.0.0:${PORT:-5000}", f"127.0.0.1:{port}").replace("${WEB_CONCURRENCY:-2}", "2")
-                    for arg in procfile_args("web")]
+                    for arg in procfile_command("web")]
             env = {**stack.env, "PASSWORD_HASH_METHOD": password_hash}
             stack.spawn("web", [str(Path(sys.executable).parent / "gunicorn"), module, *args[2:]], env)
             if mode == "deliver_later":
@@ -265,25 +268,25 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = []
-    if "throughput" in results:
-        r = results["throughput"]
-        panels.append(("1. mails/s, one mail per job", ["RQ FlaskWorker x2", "Celery prefork(2)"],
-                       [r["rq"]["steady_mails_per_s"], r["celery"]["steady_mails_per_s"]]))
-    if "bulk" in results:
-        r = results["bulk"]
-        panels.append(("2. bulk mails/s", ["announcement x2 workers", "sink max, 1 connection"],
-                       [r["steady_mails_per_s"], r["sink_max_one_connection"]]))
-    if "latency" in results:
-        r = results["latency"]
-        panels.append(("3. enqueue -> delivered (ms)", ["p50", "p95"], [r["p50_ms"], r["p95_ms"]]))
-    if "signup" in results:
-        r = results["signup"]
-        panels.append(("4. signup POST p50 (ms)", ["deliver later", "deliver now"],
-                       [r["deliver_later"]["p50_ms"], r["deliver_now"]["p50_ms"]]))
-    if "cache" in results:
-        r = results["cache"]
-        panels.append(("5. home page p50 (ms)", ["cached", "uncached"], [r["cached_p50_ms"], r["uncached_p50_ms"]]))
+    # (result key, title, [(label, path to the figure in that result), ...])
+    specs = [
+        ("throughput", "1. mails/s, one mail per job",
+         [("RQ FlaskWorker x2", ("rq", "steady_mails_per_s")), ("Celery prefork(2)", ("celery", "steady_mails_per_s"))]),
+        ("bulk", "2. bulk mails/s",
+         [("announcement x2 workers", ("steady_mails_per_s",)), ("sink max, 1 connection", ("sink_max_one_connection",))]),
+        ("latency", "3. enqueue -> delivered (ms)", [("p50", ("p50_ms",)), ("p95", ("p95_ms",))]),
+        ("signup", "4. signup POST p50 (ms)",
+         [("deliver later", ("deliver_later", "p50_ms")), ("deliver now", ("deliver_now", "p50_ms"))]),
+        ("cache", "5. home page p50 (ms)", [("cached", ("cached_p50_ms",)), ("uncached", ("uncached_p50_ms",))]),
+    ]
+
+    def figure_at(result, path):
+        for key in path:
+            result = result[key]
+        return result
+
+    panels = [(title, [label for label, _ in bars], [figure_at(results[key], path) for _, path in bars])
+              for key, title, bars in specs if key in results]
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), squeeze=False)
     for axis, (title, labels, values) in zip(axes[0], panels, strict=True):
         bars = axis.bar(labels, values, color=["#3b7dd8", "#b0b0b0"])
@@ -305,9 +308,9 @@ def main():
     args = parser.parse_args()
     chosen = args.only.split(",")
     quick = args.quick
-    from bench.harness import BENCH_SECRET_KEY, Stack
+    os.environ["SECRET_KEY"] = BENCH_SECRET_KEY  # before config.py is first imported (processes inherit it)
+    from bench.harness import Stack
 
-    os.environ["SECRET_KEY"] = BENCH_SECRET_KEY  # before config.py is first imported
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         for name in chosen:

@@ -92,6 +92,15 @@ def app(make_app, redis_url):
 
 
 @pytest.fixture()
+def dev_app(app):
+    """A development app sharing the test app's Redis, database and SMTP catcher."""
+    return create_app("development", {key: app.config[key] for key in (
+        "REDIS_URL", "RQ_REDIS_URL", "CACHE_REDIS_URL", "SESSION_REDIS_URL", "RATELIMIT_STORAGE_URI",
+        "SQLALCHEMY_DATABASE_URI", "MAIL_PORT", "MAILDIR",
+    )})
+
+
+@pytest.fixture()
 def client(app):
     """A test client for the app (keeps cookies between requests, like a browser)."""
     return app.test_client()

@@ -128,6 +128,15 @@ def mailers_queue(app):
     return Queue("mailers", connection=redis.Redis.from_url(app.config["RQ_REDIS_URL"]), serializer=JSONSerializer)
 
 
+def learner_env(**settings):
+    """os.environ without any app setting the test runner may carry, plus this venv and `settings`."""
+    prefixes = ("FLASK_", "REDIS", "RQ_", "CACHE_", "SESSION_", "MAIL", "DATABASE", "TEST_")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update({key: str(value) for key, value in settings.items()})
+    return env
+
+
 def redis_overrides(url):
     """Config overrides that point every Redis role (and the rate limiter) at one URL."""
     return {
@@ -314,8 +323,6 @@ class WorkerProcess:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.kill_all()
-        for pid in child_pids(self.process.pid) if self.process.poll() is None else []:
-            os.kill(pid, signal.SIGKILL)
         self.log.close()
 
     def output(self):

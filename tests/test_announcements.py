@@ -86,12 +86,8 @@ def test_refused_recipient_fails_the_batch_visibly_and_a_requeue_sends_only_to_t
     assert recipients(smtp_server) == Counter({address: 1 for address in users})
 
 
-def test_dev_announce_form_needs_csrf_and_enqueues(app, users):
-    from app import create_app
-
-    dev = create_app("development", {key: app.config[key] for key in (
-        "REDIS_URL", "RQ_REDIS_URL", "CACHE_REDIS_URL", "SESSION_REDIS_URL", "RATELIMIT_STORAGE_URI", "SQLALCHEMY_DATABASE_URI")})
-    client = dev.test_client()
+def test_dev_announce_form_needs_csrf_and_enqueues(app, dev_app, users):
+    client = dev_app.test_client()
     assert client.post("/dev/announce", data={"subject": "x", "body": "y"}).status_code == 400
     token = csrf_token(client.get("/dev/announce").get_data(as_text=True))
     response = client.post("/dev/announce", data={"csrf_token": token, "subject": "News", "body": "Hello"})

@@ -4,15 +4,13 @@ A checkpoint is a ```console block right after `<!-- checkpoint -->`: `$ ` lines
 the lines under each are text its output must contain, in order (`...` matches anything).
 """
 
-import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, RecordingSMTP, RedisServer, free_port
+from tests.support import ROOT, RecordingSMTP, RedisServer, free_port, learner_env
 
 DOCS = ROOT / "docs"
 CHECKPOINT = re.compile(r"<!-- checkpoint -->\s*```console\n(.*?)```", re.S)
@@ -63,15 +61,12 @@ def fresh_instance(tmp_path):
     redis_server = RedisServer(redis_dir).start()
     smtp = RecordingSMTP(tmp_path / "maildir", port=free_port())
     smtp.start()
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("FLASK_", "REDIS", "RQ_", "CACHE_", "SESSION_", "MAIL", "DATABASE", "TEST_"))}
-    env.update(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    env = learner_env(
         FLASK_CONFIG="development",
         REDIS_URL=redis_server.url,
         DATABASE_URL=f"sqlite:///{tmp_path / 'app.sqlite'}",
-        MAIL_PORT=str(smtp.port),
-        MAILDIR=str(tmp_path / "maildir"),
+        MAIL_PORT=smtp.port,
+        MAILDIR=tmp_path / "maildir",
     )
     subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env,
                    capture_output=True, check=True, timeout=60)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.support import ROOT, Browser, free_port, wait_for
+from tests.support import ROOT, Browser, free_port, learner_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -23,16 +23,12 @@ def port_open(port):
 
 def test_dev_py_runs_web_worker_mail_and_its_own_redis(tmp_path):
     ports = {"PORT": free_port(), "MAIL_PORT": free_port(), "REDIS": free_port()}
-    env = {
-        key: value for key, value in os.environ.items()
-        if not key.startswith(("FLASK_", "REDIS", "RQ_", "CACHE_", "SESSION_", "MAIL", "DATABASE", "TEST_"))
-    }
-    env.update(
-        PORT=str(ports["PORT"]),
-        MAIL_PORT=str(ports["MAIL_PORT"]),
-        MAILDIR=str(tmp_path / "maildir"),
+    env = learner_env(
+        PORT=ports["PORT"],
+        MAIL_PORT=ports["MAIL_PORT"],
+        MAILDIR=tmp_path / "maildir",
         REDIS_URL=f"redis://127.0.0.1:{ports['REDIS']}/0",  # nothing answers there: dev.py starts Redis
-        REDIS_DIR=str(tmp_path / "redis"),
+        REDIS_DIR=tmp_path / "redis",
         DATABASE_URL=f"sqlite:///{tmp_path / 'dev.sqlite'}",
     )
     log_path = tmp_path / "dev.log"

@@ -2,7 +2,7 @@
 
 import rq_dashboard
 import rq_dashboard.web
-from flask import abort, request
+from flask import abort, current_app, request
 from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup
 from rq.serializers import JSONSerializer
@@ -39,8 +39,6 @@ def guard_dashboard():
     """Host-level hook (the dashboard's own blueprint cannot take hooks twice): dev only, no GET actions."""
     if request.blueprint != "rq_dashboard":
         return None
-    from flask import current_app
-
     if not current_app.config.get("DEV_TOOLS"):
         abort(404)
     # Stock rq-dashboard requeues every failed job on a plain GET; state changes must be POSTs,

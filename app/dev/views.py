@@ -1,7 +1,5 @@
 """Development pages: the hub, the mail inbox and the mail previews."""
 
-import os
-
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 
 from app.dev import bp
@@ -62,8 +60,3 @@ def announce():
         return redirect(url_for("dev.announce"))
     return render_template("dev/announce.html", form=form), 400 if request.method == "POST" else 200
 
-
-def template_names():
-    """Every mail template on disk (name without .txt/.html), to check that each has a preview."""
-    folder = os.path.join(current_app.root_path, "templates", "email")
-    return sorted({"email/" + os.path.splitext(name)[0] for name in os.listdir(folder)})
