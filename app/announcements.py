@@ -1,7 +1,8 @@
 """Bulk mail: an announcement to every confirmed user, sent in batched jobs over one SMTP connection.
 
 Each recipient's mail has a Message-ID fixed by (announcement, user), and the sent-marker of
-app.mail, so a batch that is interrupted and run again skips everyone already served.
+app.mail, so a batch that is interrupted and run again skips everyone already served. The mail
+is the same for everybody, so a batch renders and writes it once (app.mail.SharedMail).
 """
 
 import uuid
@@ -11,7 +12,7 @@ from rq import Retry
 from sqlalchemy import select
 
 from app.extensions import db
-from app.mail import SENT_MARKER_PREFIX, describe, give_up, is_permanent, new_message_id, send_once
+from app.mail import SENT_MARKER_PREFIX, SharedMail, describe, give_up, is_permanent, new_message_id, send_once
 from app.models import User
 from app.redis import get_queue, redis_client
 from app.smtp import KeptConnection
@@ -60,13 +61,19 @@ def send_announcement_batch(announcement_id, subject, body, user_ids):
         already_sent.exists(SENT_MARKER_PREFIX + message_id)
     done = already_sent.execute()
 
+    pending = [(email, message_id) for (_, email), message_id, skip in zip(recipients, message_ids, done, strict=True)
+               if not skip]
     kept = current_app.extensions.get("smtp_connection") or KeptConnection()
     sent, refused = 0, {}
-    for (_, email), message_id, skip in zip(recipients, message_ids, done, strict=True):
-        if skip:
-            continue
+    try:
+        mail = SharedMail(TEMPLATE, subject, {"body": body}, *pending[0]) if pending else None
+    except Exception as exc:
+        if is_permanent(exc):  # e.g. a missing template: no recipient can get this mail
+            raise give_up(describe(exc)) from exc
+        raise
+    for email, message_id in pending:
         try:
-            send_once(TEMPLATE, email, subject, {"email": email, "body": body}, message_id, kept)
+            send_once(mail.to(email, message_id), kept)
         except Exception as exc:
             if not is_permanent(exc):
                 raise
@@ -75,4 +82,4 @@ def send_announcement_batch(announcement_id, subject, body, user_ids):
         sent += 1
     if refused:
         raise give_up(f"{len(refused)} recipient(s) refused: {refused}")
-    return {"sent": sent, "skipped": sum(1 for skip in done if skip)}
+    return {"sent": sent, "skipped": len(recipients) - len(pending)}

@@ -1,0 +1,76 @@
+"""Writing mails as SMTP-ready bytes, fast: a quicker header policy, fixed boundaries, one body for many."""
+
+import uuid
+from email import policy
+
+from flask_mail import sanitize_address
+
+
+class SMTPCompat32(policy.Compat32):
+    """compat32 with CRLF line ends that writes short ASCII headers as they are.
+
+    compat32 wraps every header in an email.header.Header and runs its folding algorithm,
+    even `MIME-Version: 1.0`: about a third of writing a mail. A short ASCII value without
+    line breaks folds to itself, so it is written directly; anything else goes the long way.
+    """
+
+    def fold_binary(self, name, value):
+        """The header line as bytes, folded only when it needs to be."""
+        if (
+            isinstance(value, str)
+            and value.isascii()
+            and len(name) + len(value) + 2 <= self.max_line_length
+            and "\r" not in value
+            and "\n" not in value
+        ):
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        return super().fold_binary(name, value)
+
+
+SMTP_POLICY = SMTPCompat32(linesep="\r\n")
+
+
+def set_boundaries(mime):
+    """Give every multipart a random boundary before it is written.
+
+    Left to itself, the generator makes one per part and compiles a fresh regular expression
+    to check the text for it (a quarter of a millisecond each). 122 random bits cannot
+    plausibly occur in a mail, and a plain substring test confirms it.
+    """
+    text = None
+    for part in mime.walk():
+        if part.is_multipart() and part.get_boundary() is None:
+            if text is None:
+                text = "".join(str(leaf.get_payload()) for leaf in mime.walk() if not leaf.is_multipart())
+            boundary = f"=={uuid.uuid4().hex}=="
+            while boundary in text:  # pragma: no cover - 2**-122
+                boundary = f"=={uuid.uuid4().hex}=="
+            part.set_boundary(boundary)
+
+
+def to_bytes(mime):
+    """An email.message.Message (as Flask-Mail builds it) as bytes ready for SMTP DATA."""
+    mime.policy = SMTP_POLICY
+    set_boundaries(mime)
+    return mime.as_bytes()
+
+
+class SharedBody:
+    """One mail written once, sent to many: only the top-level To and Message-ID differ.
+
+    For an announcement, rendering and writing the MIME body is almost all of the work per
+    recipient; with it shared, each recipient costs a few header lines.
+    """
+
+    PER_RECIPIENT = ("To", "Message-ID")
+
+    def __init__(self, mime, charset="utf-8"):
+        """Write `mime` (a Flask-Mail message's email.message.Message) once and keep its parts."""
+        self.charset = charset
+        self.body = to_bytes(mime).partition(b"\r\n\r\n")[2]
+        self.headers = [(name, value) for name, value in mime.raw_items() if name not in self.PER_RECIPIENT]
+
+    def for_recipient(self, to, message_id):
+        """The whole mail, as bytes, addressed to `to` with its own Message-ID."""
+        headers = [*self.headers, ("To", sanitize_address(to, self.charset)), ("Message-ID", message_id)]
+        return b"".join(SMTP_POLICY.fold_binary(name, value) for name, value in headers) + b"\r\n" + self.body
