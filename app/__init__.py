@@ -22,9 +22,10 @@ def create_app(config_name=None, overrides=None):
 
     # 2. Redis clients per role, then the extensions that use them.
     register_extensions(app)
-    # 3. Views and error pages.
+    # 3. Views and error pages, and the page cache in front of them.
     register_blueprints(app)
     register_error_handlers(app)
+    register_page_cache(app)
     # 4. `flask` commands.
     register_commands(app)
     # 5. Development-only tools (rq-dashboard, mail inbox, previews): never outside development.
@@ -67,6 +68,15 @@ def register_blueprints(app):
 
     app.register_blueprint(main_bp)
     app.register_blueprint(auth_bp, url_prefix="/auth")
+
+
+def register_page_cache(app):
+    """Serve cached pages to signed-out visitors before Flask opens a session (app.page_cache)."""
+    from app.extensions import cache
+    from app.main.routes import CACHED_PAGES
+    from app.page_cache import AnonymousPageCache
+
+    app.wsgi_app = AnonymousPageCache(app, cache, CACHED_PAGES)
 
 
 def register_error_handlers(app):

@@ -49,15 +49,15 @@ class FlaskWorker(SimpleWorker):
             return super().perform_job(job, queue, execution)
 
     def heartbeat(self, timeout=None, pipeline=None):
-        """Extend the worker's TTL: at most once a second, in one round trip.
+        """Extend the worker's TTL: at most once a second, and in one round trip.
 
-        A beat inside a caller's pipeline costs nothing extra and always goes through, as
-        does one with an explicit timeout.
+        A beat with an explicit timeout (RQ's start of a job) always goes through.
         """
-        if pipeline is not None or timeout is not None:
+        if timeout is None and self.last_heartbeat is not None:
+            if (now() - self.last_heartbeat).total_seconds() < self.HEARTBEAT_MIN_INTERVAL:
+                return
+        if pipeline is not None:
             return super().heartbeat(timeout, pipeline)
-        if self.last_heartbeat and (now() - self.last_heartbeat).total_seconds() < self.HEARTBEAT_MIN_INTERVAL:
-            return None
         with self.connection.pipeline(transaction=False) as beat:
             super().heartbeat(timeout, beat)
             beat.execute()

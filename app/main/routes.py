@@ -12,6 +12,8 @@ from app.main import bp
 from app.models import User
 
 HOME_CACHE_KEY = "page:home"
+#: Pages app.page_cache may serve to signed-out visitors without running the app: path -> cache key.
+CACHED_PAGES = {"/": HOME_CACHE_KEY}
 
 
 def user_counts():

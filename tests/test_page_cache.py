@@ -1,0 +1,62 @@
+"""The page cache in front of the app: strangers get the cached page, nobody else does."""
+
+import pytest
+
+from tests.support import csrf_token, login, signup
+
+
+@pytest.fixture()
+def app_calls(app):
+    """Record every request that gets past app.page_cache to the Flask app behind it."""
+    page_cache = app.wsgi_app
+    flask_app, calls = page_cache.wsgi_app, []
+
+    def recording(environ, start_response):
+        calls.append((environ["REQUEST_METHOD"], environ["PATH_INFO"], environ.get("QUERY_STRING", "")))
+        return flask_app(environ, start_response)
+
+    page_cache.wsgi_app = recording
+    return calls
+
+
+def test_a_stranger_gets_the_cached_page_without_reaching_the_app(app, app_calls):
+    rendered = app.test_client().get("/")
+    served = app.test_client().get("/")
+    assert app_calls == [("GET", "/", "")]  # the first visit rendered and stored it; the second never reached Flask
+    assert served.status_code == 200
+    assert served.get_data() == rendered.get_data()
+    for header in ("Content-Type", "Content-Length", "Vary"):
+        assert served.headers[header] == rendered.headers[header], header
+    assert "Set-Cookie" not in served.headers
+
+
+def test_a_signed_in_visitor_is_not_served_the_strangers_page(app, client, app_calls):
+    app.test_client().get("/")  # cached now
+    signup(client, "ada@example.com")
+    login(client, "ada@example.com")
+    app_calls.clear()
+    response = client.get("/")
+    assert app_calls == [("GET", "/", "")]
+    assert response.headers["Location"].endswith("/auth/unconfirmed")  # her page, not the cached one
+
+
+def test_a_visitor_with_a_flash_message_waiting_sees_it(app, client, app_calls):
+    app.test_client().get("/")
+    signup(client, "ada@example.com")
+    login(client, "ada@example.com")
+    client.post("/auth/logout", data={"csrf_token": _logout_token(client)})
+    page = client.get("/").get_data(as_text=True)
+    assert "You have been logged out." in page
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/?page=2"), ("HEAD", "/"), ("GET", "/auth/login")])
+def test_other_requests_go_to_the_app(app, app_calls, method, path):
+    app.test_client().get("/")
+    app_calls.clear()
+    app.test_client().open(path, method=method)
+    assert len(app_calls) == 1
+
+
+def _logout_token(client):
+    """The CSRF token of the signed-in page's logout form."""
+    return csrf_token(client.get("/auth/unconfirmed").get_data(as_text=True))
