@@ -44,9 +44,11 @@ def register_extensions(app):
     from app.extensions import cache, csrf, db, limiter, login_manager, mail, migrate, server_session
     from app.redis import init_redis
     from app.serializers import JSONCacheSerializer, JSONOnlySessionSerializer
+    from app.sqlite import init_sqlite
 
     init_redis(app)
     db.init_app(app)
+    init_sqlite(app, db)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
     mail.init_app(app)
     app.config["CACHE_SERIALIZER"] = JSONCacheSerializer()  # never pickle what Redis hands back

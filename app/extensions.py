@@ -10,7 +10,9 @@ from flask_session import Session
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 
-db = SQLAlchemy()
+# A session lives for one request; re-reading every object after each commit would only cost
+# a SELECT (e.g. the new user's id for the confirmation link right after signup commits).
+db = SQLAlchemy(session_options={"expire_on_commit": False})
 migrate = Migrate()
 mail = Mail()
 cache = Cache()
