@@ -3,6 +3,8 @@
 Procfile:  rq worker -c app.worker -w app.worker.FlaskWorker -S json --with-scheduler ... mailers default
 """
 
+import time
+
 from rq.utils import now
 from rq.worker import SimpleWorker
 
@@ -29,10 +31,12 @@ class FlaskWorker(SimpleWorker):
     #: its timeout, so a shorter grace gets a crashed worker's mail out sooner.
     ABANDONED_GRACE = 15
 
-    #: Seconds within which a repeated heartbeat is skipped. RQ beats up to five times per job
-    #: (three Redis round trips each); a beat only has to land well inside the worker's TTL
-    #: (--worker-ttl + 60 s), so one per second is plenty and saves ~9 round trips per job.
-    HEARTBEAT_MIN_INTERVAL = 1.0
+    #: Seconds within which bookkeeping RQ repeats around every job is skipped: its heartbeat
+    #: (up to five per job, three round trips each; it only has to land well inside the
+    #: worker's TTL, --worker-ttl + 60 s) and its check for `rq suspend` (one round trip).
+    BOOKKEEPING_INTERVAL = 1.0
+
+    _suspension_checked_at = None
 
     def __init__(self, *args, **kwargs):
         """Create the Flask app (config chosen by FLASK_CONFIG) and an SMTP connection to keep."""
@@ -54,13 +58,29 @@ class FlaskWorker(SimpleWorker):
         A beat with an explicit timeout (RQ's start of a job) always goes through.
         """
         if timeout is None and self.last_heartbeat is not None:
-            if (now() - self.last_heartbeat).total_seconds() < self.HEARTBEAT_MIN_INTERVAL:
+            if (now() - self.last_heartbeat).total_seconds() < self.BOOKKEEPING_INTERVAL:
                 return
         if pipeline is not None:
             return super().heartbeat(timeout, pipeline)
         with self.connection.pipeline(transaction=False) as beat:
             super().heartbeat(timeout, beat)
             beat.execute()
+
+    def check_for_suspension(self, burst):
+        """Look for `rq suspend` at most once a second: a suspension takes effect within a second."""
+        checked_at = self._suspension_checked_at
+        if checked_at is not None and time.monotonic() - checked_at < self.BOOKKEEPING_INTERVAL:
+            return
+        super().check_for_suspension(burst)
+        self._suspension_checked_at = time.monotonic()
+
+    def handle_execution_ended(self, job, queue, heartbeat_ttl):
+        """Note the job's end time, without a round trip of its own.
+
+        RQ also writes the job's last_heartbeat to Redis here; the pipeline that records the
+        result saves the whole job (last_heartbeat included) a moment later anyway.
+        """
+        job.ended_at = job.last_heartbeat = now()
 
     def set_state(self, state, pipeline=None):
         """Write the worker's state, unless Redis already has it (RQ sets IDLE twice per job)."""
