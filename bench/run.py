@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run the benchmarks side by side and print ratios (never part of the test suite).
 
-    python3 bench/run.py                 all five, full size (about 4 minutes on 2 cores)
+    python3 bench/run.py                 all five, full size (about 8 minutes on 2 cores)
     python3 bench/run.py --quick         smaller counts, for a first look
     python3 bench/run.py --only latency,cache
 
@@ -95,8 +95,8 @@ def bench_throughput(stack, count, workers=2, rounds=3):
     celery_command = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker",
                       "-P", "prefork", "-c", str(workers), "--loglevel", "WARNING"]
 
-    def run(enqueue, start):
-        enqueue()
+    def run(enqueue, tag, start):
+        enqueue(tag)
         before, started = stack.delivered(), time.time()
         processes = start()
         stack.wait_delivered(before + count)
@@ -114,14 +114,16 @@ def bench_throughput(stack, count, workers=2, rounds=3):
 
     runs = {"rq": [], "celery": []}
     for number in range(rounds):
-        runs["rq"].append(run(lambda: enqueue_rq(f"rq{number}-"), lambda: stack.rq_workers(workers)))
-        runs["celery"].append(run(lambda: enqueue_celery(f"celery{number}-"),
+        runs["rq"].append(run(enqueue_rq, f"rq{number}-", lambda: stack.rq_workers(workers)))
+        runs["celery"].append(run(enqueue_celery, f"celery{number}-",
                                   lambda: [stack.spawn("celery", celery_command, celery_env)]))
     result = {"mails": count, "workers": workers, "rounds": rounds}
     for side, side_runs in runs.items():
         result[side] = {key: statistics.median(run[key] for run in side_runs) for key in side_runs[0]}
         result[side]["steady_each_round"] = [run["steady_mails_per_s"] for run in side_runs]
     result["ratio_steady"] = round(result["rq"]["steady_mails_per_s"] / result["celery"]["steady_mails_per_s"], 2)
+    result["ratio_steady_each_round"] = [round(rq["steady_mails_per_s"] / celery["steady_mails_per_s"], 2)
+                                         for rq, celery in zip(runs["rq"], runs["celery"], strict=True)]
     result["ratio_incl_startup"] = round(result["rq"]["mails_per_s"] / result["celery"]["mails_per_s"], 2)
     return result
 
