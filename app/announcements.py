@@ -12,7 +12,16 @@ from rq import Retry
 from sqlalchemy import select
 
 from app.extensions import db
-from app.mail import SENT_MARKER_PREFIX, SharedMail, describe, give_up, is_permanent, new_message_id, send_once
+from app.mail import (
+    SENT_MARKER_PREFIX,
+    SharedMail,
+    describe,
+    give_up,
+    is_permanent,
+    new_message_id,
+    retried_unless_permanent,
+    send_once,
+)
 from app.models import User
 from app.redis import get_queue, redis_client
 from app.smtp import KeptConnection
@@ -65,12 +74,8 @@ def send_announcement_batch(announcement_id, subject, body, user_ids):
                if not skip]
     kept = current_app.extensions.get("smtp_connection") or KeptConnection()
     sent, refused = 0, {}
-    try:
+    with retried_unless_permanent(f"announcement {announcement_id}"):  # e.g. a missing template
         mail = SharedMail(TEMPLATE, subject, {"body": body}, *pending[0]) if pending else None
-    except Exception as exc:
-        if is_permanent(exc):  # e.g. a missing template: no recipient can get this mail
-            raise give_up(describe(exc)) from exc
-        raise
     for email, message_id in pending:
         try:
             send_once(mail.to(email, message_id), kept)

@@ -5,6 +5,7 @@ import hashlib
 import logging
 import smtplib
 import uuid
+from contextlib import contextmanager
 from email.utils import parseaddr
 
 from flask import current_app, render_template
@@ -199,6 +200,17 @@ def give_up(reason):
     return PermanentMailError(reason)
 
 
+@contextmanager
+def retried_unless_permanent(label):
+    """Let transient errors in the block through (RQ retries them); fail the job for good on permanent ones."""
+    try:
+        yield
+    except Exception as exc:
+        if is_permanent(exc):
+            raise give_up(f"{label}: {describe(exc)}") from exc
+        raise
+
+
 def send_mail_job(template, to, subject, context, message_id):
     """The RQ job on `mailers`: send one mail once, whatever number of times the job runs.
 
@@ -207,13 +219,8 @@ def send_mail_job(template, to, subject, context, message_id):
     if redis_client("jobs").exists(SENT_MARKER_PREFIX + message_id):
         log.info("mail %s already accepted by the SMTP server, not sending again", message_id)
         return {"message_id": message_id, "skipped": True}
-    try:
-        message = build_message(template, to, subject, context, message_id)
-        send_once(message, current_app.extensions.get("smtp_connection"))
-    except Exception as exc:
-        if is_permanent(exc):
-            raise give_up(f"{to}: {describe(exc)}") from exc
-        raise
+    with retried_unless_permanent(to):
+        send_once(build_message(template, to, subject, context, message_id), current_app.extensions.get("smtp_connection"))
     return {"message_id": message_id, "skipped": False}
 # --8<-- [end:send_mail_job]
 

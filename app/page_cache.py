@@ -1,5 +1,6 @@
 """A page cache in front of the app: cached pages go to visitors without a session, before Flask does any work."""
 
+from flask_login.config import COOKIE_NAME as REMEMBER_COOKIE_DEFAULT
 from redis.exceptions import RedisError
 from werkzeug.http import parse_cookie
 
@@ -26,7 +27,7 @@ class AnonymousPageCache:
             self.backend = cache.cache  # this app's Redis backend: usable without an app context
         self.wsgi_app = app.wsgi_app
         self.pages = pages
-        self.private_cookies = {app.config["SESSION_COOKIE_NAME"], app.config.get("REMEMBER_COOKIE_NAME", "remember_token")}
+        self.private_cookies = {app.config["SESSION_COOKIE_NAME"], app.config.get("REMEMBER_COOKIE_NAME", REMEMBER_COOKIE_DEFAULT)}
 
     def __call__(self, environ, start_response):
         """Serve the cached page if this visitor may have it, else call the app."""
@@ -36,7 +37,7 @@ class AnonymousPageCache:
             try:
                 page = self.backend.get(key)
             except RedisError:
-                page = None  # the view renders it, and logs why
+                pass  # the view renders the page, and logs why
         if page is None:
             return self.wsgi_app(environ, start_response)
         body = page.encode()
