@@ -1,56 +1,42 @@
 """Configuration classes, chosen by name (FLASK_CONFIG), with values from the environment."""
 
-import os
 from pathlib import Path
 
-from dotenv import load_dotenv
+from environs import Env
 
 BASE_DIR = Path(__file__).resolve().parent
 INSTANCE_DIR = BASE_DIR / "instance"
 
-# A .env file beside this one fills in anything the real environment does not set.
-load_dotenv(BASE_DIR / ".env")
+# Settings come from the environment; a .env file beside this one fills in what it does not set.
+# environs parses each value strictly: MAIL_USE_TLS=true, yes or 1 is True, and a value it does
+# not understand (MAIL_USE_TLS=maybe) stops the app with a clear error instead of meaning False.
+env = Env()
+env.read_env(BASE_DIR / ".env", recurse=False)
 
 DEV_SECRET_KEY = "dev-only-secret-key-change-me"
-
-
-def env(name, default=None):
-    """Return an environment variable, treating an empty value as unset."""
-    value = os.environ.get(name, "")
-    return value if value else default
-
-
-def env_int(name, default):
-    """Return an environment variable as an int."""
-    return int(env(name, default))
-
-
-def env_list(name, default):
-    """Return a comma-separated environment variable as a list of ints."""
-    return [int(part) for part in env(name, default).split(",") if part.strip()]
 
 
 class Config:
     """Settings shared by every environment."""
 
-    SECRET_KEY = env("SECRET_KEY", DEV_SECRET_KEY)
+    SECRET_KEY = env.str("SECRET_KEY", DEV_SECRET_KEY)
 
-    SQLALCHEMY_DATABASE_URI = env("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'app.sqlite'}")
+    SQLALCHEMY_DATABASE_URI = env.str("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'app.sqlite'}")
 
     # --8<-- [start:redis_roles]
     # One Redis URL per role; each falls back to REDIS_URL so a single server works too.
-    REDIS_URL = env("REDIS_URL", "redis://localhost:6379/0")
-    CACHE_REDIS_URL = env("CACHE_REDIS_URL", REDIS_URL)
-    SESSION_REDIS_URL = env("SESSION_REDIS_URL", REDIS_URL)
-    RQ_REDIS_URL = env("RQ_REDIS_URL", REDIS_URL)
-    RATELIMIT_STORAGE_URI = env("RATELIMIT_STORAGE_URI", REDIS_URL)
+    REDIS_URL = env.str("REDIS_URL", "redis://localhost:6379/0")
+    CACHE_REDIS_URL = env.str("CACHE_REDIS_URL", REDIS_URL)
+    SESSION_REDIS_URL = env.str("SESSION_REDIS_URL", REDIS_URL)
+    RQ_REDIS_URL = env.str("RQ_REDIS_URL", REDIS_URL)
+    RATELIMIT_STORAGE_URI = env.str("RATELIMIT_STORAGE_URI", REDIS_URL)
     # --8<-- [end:redis_roles]
 
     # --8<-- [start:cache]
     # Cache: the seed's `expires_in: 90.minutes`, under the `cache:` prefix, stored as JSON.
     CACHE_TYPE = "RedisCache"
     CACHE_KEY_PREFIX = "cache:"
-    CACHE_DEFAULT_TIMEOUT = env_int("CACHE_DEFAULT_TIMEOUT", 90 * 60)
+    CACHE_DEFAULT_TIMEOUT = env.int("CACHE_DEFAULT_TIMEOUT", 90 * 60)
     # Stored as JSON: create_app() sets CACHE_SERIALIZER (the default pickles, and unpickles).
     # --8<-- [end:cache]
 
@@ -60,7 +46,7 @@ class Config:
     SESSION_KEY_PREFIX = "session:"
     SESSION_SERIALIZATION_FORMAT = "json"
     SESSION_PERMANENT = True
-    PERMANENT_SESSION_LIFETIME = env_int("SESSION_LIFETIME", 14 * 24 * 3600)
+    PERMANENT_SESSION_LIFETIME = env.int("SESSION_LIFETIME", 14 * 24 * 3600)
     SESSION_COOKIE_NAME = "session"
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
@@ -70,39 +56,39 @@ class Config:
     # --8<-- [start:jobs]
     # Jobs: the `mailers` queue first, then `default` (the seed's sidekiq.yml).
     RQ_QUEUES = ["mailers", "default"]
-    MAIL_JOB_TIMEOUT = env_int("MAIL_JOB_TIMEOUT", 30)  # SMTP connect + send, with MAIL_TIMEOUT per step
+    MAIL_JOB_TIMEOUT = env.int("MAIL_JOB_TIMEOUT", 30)  # SMTP connect + send, with MAIL_TIMEOUT per step
     # Delays (seconds) between retries of a mail that failed for a transient reason.
-    MAIL_RETRY_INTERVALS = env_list("MAIL_RETRY_INTERVALS", "10,30,60,300,900")
+    MAIL_RETRY_INTERVALS = env.list("MAIL_RETRY_INTERVALS", [10, 30, 60, 300, 900], subcast=int)
     # How long a failed job stays visible in the failed registry (RQ's default is one year).
-    MAIL_FAILURE_TTL = env_int("MAIL_FAILURE_TTL", 30 * 24 * 3600)
-    MAIL_SENT_MARKER_TTL = env_int("MAIL_SENT_MARKER_TTL", 7 * 24 * 3600)
+    MAIL_FAILURE_TTL = env.int("MAIL_FAILURE_TTL", 30 * 24 * 3600)
+    MAIL_SENT_MARKER_TTL = env.int("MAIL_SENT_MARKER_TTL", 7 * 24 * 3600)
     # --8<-- [end:jobs]
     # Announcements go out in batches of this many users, one job (and one SMTP connection) each.
-    ANNOUNCE_BATCH_SIZE = env_int("ANNOUNCE_BATCH_SIZE", 100)
-    ANNOUNCE_JOB_TIMEOUT = env_int("ANNOUNCE_JOB_TIMEOUT", 300)
+    ANNOUNCE_BATCH_SIZE = env.int("ANNOUNCE_BATCH_SIZE", 100)
+    ANNOUNCE_JOB_TIMEOUT = env.int("ANNOUNCE_JOB_TIMEOUT", 300)
 
     # Mail: the local catcher by default.
-    MAIL_SERVER = env("MAIL_SERVER", "localhost")
-    MAIL_PORT = env_int("MAIL_PORT", 1025)
-    MAIL_USE_TLS = env("MAIL_USE_TLS", "0") == "1"
-    MAIL_USE_SSL = env("MAIL_USE_SSL", "0") == "1"
-    MAIL_USERNAME = env("MAIL_USERNAME")
-    MAIL_PASSWORD = env("MAIL_PASSWORD")
-    MAIL_DEFAULT_SENDER = env("MAIL_DEFAULT_SENDER", "Flask Mailer <noreply@example.com>")
+    MAIL_SERVER = env.str("MAIL_SERVER", "localhost")
+    MAIL_PORT = env.int("MAIL_PORT", 1025)
+    MAIL_USE_TLS = env.bool("MAIL_USE_TLS", False)
+    MAIL_USE_SSL = env.bool("MAIL_USE_SSL", False)
+    MAIL_USERNAME = env.str("MAIL_USERNAME", None)
+    MAIL_PASSWORD = env.str("MAIL_PASSWORD", None)
+    MAIL_DEFAULT_SENDER = env.str("MAIL_DEFAULT_SENDER", "Flask Mailer <noreply@example.com>")
     # A fixed EHLO name spares a DNS lookup of the local host name on every connection.
-    MAIL_LOCAL_HOSTNAME = env("MAIL_LOCAL_HOSTNAME", "localhost")
-    MAIL_TIMEOUT = env_int("MAIL_TIMEOUT", 10)
+    MAIL_LOCAL_HOSTNAME = env.str("MAIL_LOCAL_HOSTNAME", "localhost")
+    MAIL_TIMEOUT = env.int("MAIL_TIMEOUT", 10)
     MAIL_SUBJECT_PREFIX = "[Flask Mailer] "
 
     # Werkzeug's default, scrypt (~135 ms a hash here). Tests use a cheaper method to run fast.
-    PASSWORD_HASH_METHOD = env("PASSWORD_HASH_METHOD", "scrypt")
+    PASSWORD_HASH_METHOD = env.str("PASSWORD_HASH_METHOD", "scrypt")
 
     # Confirmation links are valid for one day.
-    CONFIRM_TOKEN_MAX_AGE = env_int("CONFIRM_TOKEN_MAX_AGE", 24 * 3600)
+    CONFIRM_TOKEN_MAX_AGE = env.int("CONFIRM_TOKEN_MAX_AGE", 24 * 3600)
 
-    SIGNUP_RATE_LIMIT = env("SIGNUP_RATE_LIMIT", "10 per minute")
+    SIGNUP_RATE_LIMIT = env.str("SIGNUP_RATE_LIMIT", "10 per minute")
 
-    MAILDIR = env("MAILDIR", str(INSTANCE_DIR / "maildir"))
+    MAILDIR = env.str("MAILDIR", str(INSTANCE_DIR / "maildir"))
 
     DEV_TOOLS = False
 
@@ -124,7 +110,7 @@ class TestingConfig(Config):
     TESTING = True
     # Flask-Mail would silently skip every send under TESTING; the tests use a real SMTP server.
     MAIL_SUPPRESS_SEND = False
-    SQLALCHEMY_DATABASE_URI = env("TEST_DATABASE_URL", "sqlite://")
+    SQLALCHEMY_DATABASE_URI = env.str("TEST_DATABASE_URL", "sqlite://")
     SIGNUP_RATE_LIMIT = "1000 per minute"
     PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"  # still salted and hashed, just cheaper
 

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
-REQUIREMENTS = ROOT / "requirements.txt"
+REQUIREMENTS = (ROOT / "requirements.txt", ROOT / "requirements-dev.txt")  # app, then dev/test/docs tools
 STAMP = VENV / ".requirements.sha256"
 
 
@@ -37,7 +37,7 @@ def run(*command, **kwargs):
         sys.exit(result.returncode)
 
 
-def ensure_venv(venv_dir=VENV, requirement_files=(REQUIREMENTS,)):
+def ensure_venv(venv_dir=VENV, requirement_files=REQUIREMENTS):
     """Create a virtualenv and install the pinned requirements, again only when they change."""
     if sys.version_info < (3, 11):
         sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}.")

@@ -42,7 +42,7 @@ def register_extensions(app):
     """Bind every extension object from app.extensions to this app."""
     from app import models  # noqa: F401  (registers the models with SQLAlchemy)
     from app.extensions import cache, csrf, db, limiter, login_manager, mail, migrate, server_session
-    from app.redis import init_redis
+    from app.connections import init_redis
     from app.serializers import JSONCacheSerializer, JSONOnlySessionSerializer
     from app.sqlite import init_sqlite
 

@@ -23,7 +23,7 @@ from app.mail import (
     send_once,
 )
 from app.models import User
-from app.redis import get_queue, redis_client
+from app.connections import get_queue, redis_client
 from app.smtp import KeptConnection
 
 BATCH_JOB = "app.announcements.send_announcement_batch"

@@ -10,7 +10,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 from rq import Worker
 
-from app.redis import ROLE_KEY_PREFIXES, ROLE_URL_SETTINGS, get_queue, redis_client
+from app.connections import ROLE_KEY_PREFIXES, ROLE_URL_SETTINGS, get_queue, redis_client
 from app.redis_info import role_problems, role_status, scan_keys
 
 

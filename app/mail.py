@@ -14,7 +14,7 @@ from jinja2 import TemplateNotFound
 from rq import Retry, get_current_job
 
 from app.mime import SharedBody, to_bytes
-from app.redis import get_queue, redis_client
+from app.connections import get_queue, redis_client
 from app.smtp import MailConnection
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 from redis.exceptions import RedisError
 
-from app.redis import ROLE_KEY_PREFIXES, redis_client
+from app.connections import ROLE_KEY_PREFIXES, redis_client
 
 # Roles whose data must never be evicted or lost on a restart.
 DURABLE_ROLES = ("jobs", "sessions")

@@ -5,7 +5,7 @@
     python3 bench/run.py --quick         smaller counts, for a first look
     python3 bench/run.py --only latency,cache
 
-It builds .venv-bench (requirements.txt + bench/requirements.txt) on first use, needs
+It builds .venv-bench (requirements.txt, requirements-dev.txt + bench/requirements.txt) on first use, needs
 `redis-server` on PATH, starts its own Redis and SMTP sink on free ports, and writes
 bench/results/results.json and docs/img/benchmarks.png.
 """
@@ -33,7 +33,7 @@ def bootstrap():
     sys.path.insert(0, str(ROOT))
     import dev
 
-    python = dev.ensure_venv(BENCH_VENV, (ROOT / "requirements.txt", ROOT / "bench" / "requirements.txt"))
+    python = dev.ensure_venv(BENCH_VENV, (*dev.REQUIREMENTS, ROOT / "bench" / "requirements.txt"))
     os.execv(str(python), [str(python), *sys.argv])
 
 
