@@ -95,8 +95,10 @@ class Config:
     # The site's public address: every absolute URL (the links in mails) is built from it,
     # never from the Host or X-Forwarded-Host header a request brings (app/site_url.py).
     SITE_URL = env.str("SITE_URL", "http://localhost:5000")
-    # Hosts the app answers to; None accepts any (development). Production derives it from SITE_URL.
+    # Hosts the app answers to (Flask refuses others with a 400); None accepts any. With
+    # TRUST_ONLY_SITE_HOST (production) an unset TRUSTED_HOSTS becomes SITE_URL's host alone.
     TRUSTED_HOSTS = env.list("TRUSTED_HOSTS", None)
+    TRUST_ONLY_SITE_HOST = False
     # Proxies in front of the app that set X-Forwarded-For/-Proto/-Host (0: none, trust nothing).
     PROXY_COUNT = env.int("PROXY_COUNT", 0)
     # Login attempts: per client address, and per account address whoever tries it.
@@ -146,6 +148,7 @@ class ProductionConfig(Config):
     SESSION_COOKIE_SECURE = True
     REMEMBER_COOKIE_SECURE = True
     SITE_URL = env.str("SITE_URL", None)
+    TRUST_ONLY_SITE_HOST = True
     HSTS_MAX_AGE = env.int("HSTS_MAX_AGE", 365 * 24 * 3600)
 
     @classmethod

@@ -6,7 +6,7 @@ from flask import Flask
 
 
 def apply_site_url(app):
-    """Derive SERVER_NAME, PREFERRED_URL_SCHEME and APPLICATION_ROOT from SITE_URL.
+    """Derive SERVER_NAME, PREFERRED_URL_SCHEME and APPLICATION_ROOT (and TRUSTED_HOSTS) from SITE_URL.
 
     Flask then builds absolute URLs outside a request (the CLI, a sweeper) from the same address.
     """
@@ -16,6 +16,8 @@ def apply_site_url(app):
         PREFERRED_URL_SCHEME=site.scheme,
         APPLICATION_ROOT=site.path or "/",
     )
+    if app.config["TRUST_ONLY_SITE_HOST"] and not app.config["TRUSTED_HOSTS"]:
+        app.config["TRUSTED_HOSTS"] = [site.hostname]
 
 
 class SiteURLFlask(Flask):
