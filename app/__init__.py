@@ -106,7 +106,7 @@ def register_error_handlers(app):
     """Render readable pages for the errors a user can run into."""
     from flask_wtf.csrf import CSRFError
     from redis.exceptions import RedisError
-    from werkzeug.exceptions import InternalServerError
+    from werkzeug.exceptions import InternalServerError, SecurityError
 
     def error_page(status, title, message):
         return render_template("errors/error.html", status=status, title=title, message=message), status
@@ -118,6 +118,11 @@ def register_error_handlers(app):
     @app.errorhandler(400)
     def bad_request(error):
         return error_page(400, "Bad request", "The server could not understand this request.")
+
+    @app.errorhandler(SecurityError)
+    def unknown_host(error):
+        # A Host outside TRUSTED_HOSTS: Flask built no URL adapter, so no template with links.
+        return "Bad request: this site does not answer to that host name.", 400, {"Content-Type": "text/plain; charset=utf-8"}
 
     @app.errorhandler(404)
     def not_found(error):

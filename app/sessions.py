@@ -28,7 +28,7 @@ class RedisSessions(RedisSessionInterface):
       anonymous GETs leaves keys that expire within the hour. Login makes the session permanent.
     - A RedisError while loading a session gives an UnavailableSession instead of an exception
       inside Flask's request setup (a bare 500): refuse_unavailable_session() turns it into the
-      app's 503 page.
+      app's 503 page. A RedisError while saving one reaches the same page through Flask's 500.
     """
 
     def __init__(self, app):
@@ -52,6 +52,16 @@ class RedisSessions(RedisSessionInterface):
             return super().open_session(app, request)
         except RedisError as error:
             return UnavailableSession(error)
+
+    def save_session(self, app, session, response):
+        """Save as Flask-Session does; a RedisError goes on to the 503 page, whose own save is skipped."""
+        if getattr(session, "save_failed", False):
+            return
+        try:
+            super().save_session(app, session, response)
+        except RedisError:
+            session.save_failed = True
+            raise  # Flask's 500 handling; register_error_handlers() answers it with the 503 page
 
     def _upsert_session(self, session_lifetime, session, store_id):
         """Store the session with the lifetime its kind deserves (Flask-Session's storage hook)."""
