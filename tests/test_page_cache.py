@@ -60,3 +60,14 @@ def test_other_requests_go_to_the_app(app, app_calls, method, path):
 def _logout_token(client):
     """The CSRF token of the signed-in page's logout form."""
     return csrf_token(client.get("/auth/unconfirmed").get_data(as_text=True))
+
+
+def test_a_cached_page_carries_every_header_the_app_sets(app, app_calls):
+    rendered = app.test_client().get("/")  # rendered by the view, through the app's after_request hooks
+    served = app.test_client().get("/")  # from the page cache, which skips them
+    assert len(app_calls) == 1, "the second visit should have come from the cache"
+    assert "Content-Security-Policy" in rendered.headers  # app.headers ran on the rendered page
+    ignored = {"Date"}
+    assert {k: v for k, v in served.headers.items() if k not in ignored} == {
+        k: v for k, v in rendered.headers.items() if k not in ignored
+    }

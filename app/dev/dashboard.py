@@ -37,6 +37,13 @@ class JSONJob(Job):
         """Fetch a job, reading its data, meta and results as JSON."""
         return super().fetch(id, connection=connection, serializer=serializer or JSONSerializer)
 
+    def get_meta(self, refresh=True):
+        """The job's meta, or a note that it is not JSON (the job page shows it instead of failing)."""
+        try:
+            return super().get_meta(refresh)
+        except ValueError:  # not JSON, e.g. a pickle someone planted: never unpickled
+            return {"unreadable": "meta is not JSON"}
+
 
 def requeue_json_job(job_id, connection, serializer=None):
     """rq.job.requeue_job(), reading the job as JSON (rq-dashboard passes no serializer)."""
