@@ -243,6 +243,10 @@ def test_a_hung_cache_falls_back_to_the_uncached_page(make_app, redis_url, hung_
     assert hung_server.held, "the request never reached the hung cache"
     assert answers[0].status_code == 200
     assert "<strong>0</strong> users" in answers[0].get_data(as_text=True)
+    # How long each wait lasted is the client's setting, not something to time here: redis-py's
+    # default is 5 s a command, three of them (page cache, view get and set) per visit.
+    pool = app.wsgi_app.backend._read_client.connection_pool.connection_kwargs
+    assert pool["socket_timeout"] < 1 and pool["socket_connect_timeout"] < 1
 
 
 # --- 8. Addresses: non-ASCII local parts refused, IDN domains normalised --------------------------
