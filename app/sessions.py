@@ -20,6 +20,7 @@ class UnavailableSession(NullSession):
         self.error = error
 
 
+# --8<-- [start:interface]
 class RedisSessions(RedisSessionInterface):
     """Flask-Session's Redis sessions, as JSON, with two changes.
 
@@ -41,7 +42,7 @@ class RedisSessions(RedisSessionInterface):
             use_signer=False,
             permanent=config["SESSION_PERMANENT"],
             sid_length=config.get("SESSION_ID_LENGTH", Defaults.SESSION_ID_LENGTH),
-            serialization_format="json",
+            serialization_format=config["SESSION_SERIALIZATION_FORMAT"],
         )
         self.serializer = JSONOnlySessionSerializer()
         self.anonymous_lifetime = timedelta(seconds=config["ANONYMOUS_SESSION_LIFETIME"])
@@ -79,3 +80,4 @@ def init_sessions(app):
     """Use RedisSessions for `app` and refuse requests whose session Redis is down."""
     app.session_interface = RedisSessions(app)
     app.before_request(refuse_unavailable_session)
+# --8<-- [end:interface]
