@@ -24,7 +24,7 @@ def create_app(config_name=None, overrides=None):
 
     # 2. Redis clients per role, then the extensions that use them.
     register_extensions(app)
-    # 3. Views and error pages, and the page cache in front of them.
+    # 3. Views and error pages; in front of them the page cache and, behind a proxy, ProxyFix.
     register_blueprints(app)
     register_error_handlers(app)
     register_page_cache(app)
