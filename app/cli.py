@@ -11,7 +11,7 @@ from flask.cli import with_appcontext
 from rq import Worker
 
 from app.connections import ROLE_KEY_PREFIXES, ROLE_URL_SETTINGS, get_queue, redis_client
-from app.redis_info import role_problems, role_status, scan_keys
+from app.redis_info import role_problems, role_status, scan_keys, topology_problems
 
 
 def register_cli(app):
@@ -49,10 +49,10 @@ def check_smtp():
 @click.command("doctor")
 @with_appcontext
 def doctor():
-    """Check each Redis role, a worker on `mailers` and the SMTP server; exit 1 on a problem."""
+    """Check each Redis role and their topology, a worker on `mailers` and the SMTP server; exit 1 on a problem."""
     failed = False
-    for role in ROLE_URL_SETTINGS:
-        status = role_status(role)
+    statuses = {role: role_status(role) for role in ROLE_URL_SETTINGS}
+    for role, status in statuses.items():
         problems = role_problems(status)
         failed |= bool(problems)
         mark = "FAIL" if problems else "ok"
@@ -65,6 +65,12 @@ def doctor():
         click.echo(f"[{mark:4}] {role:8} {detail}")
         for problem in problems:
             click.echo(f"         - {problem}")
+    # One server for every role is fine in development; in production it lets sessions starve the queue.
+    shared = topology_problems(statuses)
+    strict = current_app.config["CONFIG_NAME"] == "production"
+    failed |= bool(shared) and strict
+    for problem in shared:
+        click.echo(f"[{'FAIL' if strict else 'note':4}] topology {problem}")
     for name, (ok, text) in (("worker", check_worker()), ("smtp", check_smtp())):
         failed |= not ok
         click.echo(f"[{'ok' if ok else 'FAIL':4}] {name:8} {text}")

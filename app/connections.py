@@ -14,14 +14,19 @@ ROLE_URL_SETTINGS = {
 # role -> the key prefixes its data lives under, for tools that list keys by role.
 # The jobs role holds RQ's own keys and our mail markers (sent, notice).
 ROLE_KEY_PREFIXES = {"jobs": ("rq:", "mail:"), "cache": ("cache:",), "sessions": ("session:",)}
+# role -> client options. The cache is optional (a miss renders the page from the database), so
+# a hung cache server must cost a request well under a second, not the OS's TCP timeouts.
+ROLE_OPTIONS = {
+    "jobs": {"socket_connect_timeout": 2, "socket_timeout": 5, "health_check_interval": 30},
+    "cache": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25, "health_check_interval": 30},
+    "sessions": {"socket_connect_timeout": 2, "socket_timeout": 5, "health_check_interval": 30},
+}
 
 
 def init_redis(app):
     """Create the client of each role once and keep them in app.extensions['redis']."""
     clients = {
-        role: redis.Redis.from_url(
-            app.config[setting], socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
-        )
+        role: redis.Redis.from_url(app.config[setting], **ROLE_OPTIONS[role])
         for role, setting in ROLE_URL_SETTINGS.items()
     }
     app.extensions["redis"] = clients

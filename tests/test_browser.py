@@ -42,7 +42,9 @@ def dev_web(app, tmp_path):
     """gunicorn serving the development config (inbox and dashboard on) on the test servers."""
     env = process_env(app)
     env.update(FLASK_CONFIG="development", DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"], MAILDIR=app.config["MAILDIR"])
-    web = WebProcess(env, tmp_path / "web.log").start()
+    web = WebProcess(env, tmp_path / "web.log")
+    env["SITE_URL"] = web.base_url  # the links in mails point at this server
+    web.start()
     yield web
     web.stop()
 
