@@ -31,6 +31,7 @@ def render(reply):
     return [str(reply)]
 
 
+# --8<-- [start:command]
 @click.command("redis", context_settings={"ignore_unknown_options": True})
 @click.option("--role", type=click.Choice(list(ROLE_URL_SETTINGS)), default="jobs", show_default=True,
               help="Whose Redis: the queue's (jobs), the cache's or the sessions'.")
@@ -46,3 +47,4 @@ def redis_command(role, command):
         reply = b"PONG"  # redis-py turns PONG into True
     for line in render(reply):
         click.echo(line)
+# --8<-- [end:command]
