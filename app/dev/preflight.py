@@ -1,9 +1,9 @@
 """What `python3 dev.py` needs to know before it starts anything, read the way the app reads it.
 
 dev.py runs this with the virtualenv's Python and gets one JSON object back:
-- "env": the environment as config.py sees it: the real environment, plus what `.env` adds
-  (environs/python-dotenv; a real variable always wins over `.env`). dev.py hands exactly this
-  to every process, so no second parser ever reads `.env`.
+- "env": the real environment plus the settings dev.py itself needs (ports, folders,
+  FLASK_CONFIG), read through config.py's own environs reader (a real variable always wins
+  over `.env`). dev.py hands this to every process, and no second parser ever reads `.env`.
 - "redis": the jobs Redis (RQ_REDIS_URL): does it answer, is it fit to keep a queue (AOF on,
   maxmemory-policy noeviction), and was its URL set by the learner or is it the default.
 
@@ -15,6 +15,8 @@ import os
 import sys
 
 REDIS_URL_SETTINGS = ("REDIS_URL", "RQ_REDIS_URL")
+# What dev.py and Procfile.dev's ${...} use, besides the Redis URL.
+DEV_SETTINGS = ("PORT", "MAIL_PORT", "MAILDIR", "REDIS_DIR", "FLASK_CONFIG")
 
 
 def redis_report(url):
@@ -40,12 +42,14 @@ def redis_report(url):
 
 def main():
     """Print the merged environment and the jobs Redis's state as JSON."""
-    import config  # reads .env into os.environ, without overriding what is already set
+    import config  # its environs Env has read .env (under the real environment)
 
-    explicit = any(name in os.environ for name in REDIS_URL_SETTINGS)
+    read = {name: config.env.str(name, None) for name in (*DEV_SETTINGS, *REDIS_URL_SETTINGS)}
+    env = {**os.environ, **{name: value for name, value in read.items() if value is not None}}
     url = config.Config.RQ_REDIS_URL
+    explicit = any(read[name] is not None for name in REDIS_URL_SETTINGS)
     report = {"url": url, "set_by_learner": explicit, **redis_report(url)}
-    json.dump({"env": dict(os.environ), "redis": report}, sys.stdout)
+    json.dump({"env": env, "redis": report}, sys.stdout)
 
 
 if __name__ == "__main__":
