@@ -161,6 +161,7 @@ def test_docs_diagrams_render_offline(browser_page, built_site):
             f"document.querySelectorAll('div.mermaid').length >= {blocks}"
             " && !document.querySelector('pre.mermaid')"
         )
+        page.add_style_tag(content=".md-header { display: none; }")  # not over the screenshots
         for number, diagram in enumerate(page.locator("div.mermaid").all(), start=1):
             assert diagram.bounding_box()["height"] > 100, f"{name}: diagram {number} is empty"
             SHOTS.mkdir(parents=True, exist_ok=True)
