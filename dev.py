@@ -111,6 +111,17 @@ def port_taken(port):
     return False
 
 
+def port_number(setting, value):
+    """A port setting as a number, or a clear stop."""
+    try:
+        port = int(value)
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        sys.exit(f"{setting} must be a port number (1-65535), not {value!r}: check the environment and .env.")
+    return port
+
+
 def refuse_taken_port(setting, port, example):
     """Stop with a clear message when a port dev.py must listen on is busy."""
     if port_taken(port):
@@ -203,14 +214,17 @@ def up(workers=1):
     """Set up, check the settings and ports, then run Procfile.dev's processes until Ctrl-C."""
     setup(project_env())
     found = preflight(project_env())
-    env = found["env"]  # the real environment, .env under it, this venv on PATH
-    env.setdefault("PORT", "5000")
-    env.setdefault("MAIL_PORT", "1025")
-    refuse_taken_port("PORT", int(env["PORT"]), f"PORT={int(env['PORT']) + 1} python3 dev.py")
-    refuse_taken_port("MAIL_PORT", int(env["MAIL_PORT"]), f"MAIL_PORT={int(env['MAIL_PORT']) + 1} python3 dev.py")
+    env = found["env"]  # the real environment, plus the settings config.py read from .env
+    for setting, default in (("PORT", 5000), ("MAIL_PORT", 1025)):
+        port = port_number(setting, env.get(setting, default))
+        env[setting] = str(port)
+        refuse_taken_port(setting, port, f"{setting}={port + 1} python3 dev.py")
     redis_port = choose_redis(found["redis"], env)
     if redis_port is not None:
         env["REDIS_PORT"] = str(redis_port)
+        redis_url = f"redis://localhost:{redis_port}/0"
+    else:
+        redis_url = found["redis"]["url"]
     from_procfile = procfile(ROOT / "Procfile.dev")
     processes = [
         *([("redis", from_procfile["redis"])] if redis_port is not None else []),
@@ -221,7 +235,7 @@ def up(workers=1):
     web = f"http://localhost:{env['PORT']}"
     os.chdir(ROOT)
     supervisor = Supervisor(env)
-    supervisor.run(processes, redis_url=env.get("REDIS_URL") if redis_port is None else f"redis://localhost:{redis_port}/0",
+    supervisor.run(processes, redis_url=redis_url,
                    ready_message=(
                        f"all running (Ctrl-C stops them all)\n\n"
                        f"    web         {web}\n"

@@ -139,3 +139,15 @@ def test_unfit_redis_is_replaced_by_the_projects_own_and_the_environment_beats_d
             process.wait(timeout=60)
         laptop.remove()
         unfit.wait(timeout=10)
+
+
+def test_a_port_setting_that_is_not_a_number_is_refused_clearly(tmp_path):
+    redis_server = RedisServer(tmp_path).start()
+    env = learner_env(PORT="five thousand", MAIL_PORT=free_port(), REDIS_URL=redis_server.url,
+                      DATABASE_URL=f"sqlite:///{tmp_path / 'dev.sqlite'}", MAILDIR=tmp_path / "maildir")
+    try:
+        code, output = run_dev_py_until_it_exits(env)
+    finally:
+        redis_server.stop()
+    assert code == 1 and "PORT must be a port number (1-65535), not 'five thousand'" in output
+    assert "Traceback" not in output
