@@ -266,6 +266,17 @@ def expand(command, env):
     return shlex.split(expanded)
 
 
+def signal_group(process, kill):
+    """SIGTERM (or SIGKILL) a process and its process group; on Windows, only the process."""
+    try:
+        if hasattr(os, "killpg"):
+            os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        elif process.poll() is None:
+            process.kill() if kill else process.terminate()
+    except ProcessLookupError:
+        pass
+
+
 # --8<-- [start:supervisor]
 class Supervisor:
     """Run Procfile.dev's processes: Redis first (once it answers PING), web and worker after it;
@@ -330,8 +341,9 @@ class Supervisor:
 
     def run(self, processes, redis_url, ready_message, web_port):
         """Start everything in order, wait for Ctrl-C or a process exiting, then stop in reverse order."""
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, self.request_stop)
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):  # SIGHUP: the terminal was closed (not on Windows)
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), self.request_stop)
         self.width = max(len(name) for name, _ in processes) + 1
         say("starting: " + ", ".join(name for name, _ in processes))
         ok = True
@@ -361,18 +373,15 @@ class Supervisor:
         for group in (others, redis):
             for _, process in group:
                 if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGTERM)
+                    signal_group(process, kill=False)
             for name, process in group:
                 try:
                     process.wait(timeout=self.STOP_TIMEOUT)
                 except subprocess.TimeoutExpired:
                     say(f"{name} did not stop in {self.STOP_TIMEOUT} s: killing it")
-                    os.killpg(process.pid, signal.SIGKILL)
+                    signal_group(process, kill=True)
                     process.wait()
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)  # anything it left behind in its group
-                except ProcessLookupError:
-                    pass
+                signal_group(process, kill=True)  # anything it left behind in its group
         say("stopped")
 # --8<-- [end:supervisor]
 
