@@ -1,7 +1,9 @@
 """`flask` commands: doctor (is everything wired right?) and redis-peek (what is in Redis?)."""
 
 import json
+import os
 import smtplib
+import socket
 import sys
 import zlib
 
@@ -29,10 +31,26 @@ def check_worker():
         workers = Worker.all(queue=queue)
     except Exception as exc:  # an unreachable jobs Redis is reported by the role check too
         return False, f"cannot list workers: {exc}"
+    # A worker killed without a goodbye stays registered until its key expires (~80 s); on this
+    # machine its pid tells at once whether it still runs.
+    dead = [worker for worker in workers if worker.hostname == socket.gethostname() and not pid_runs(worker.pid)]
+    workers = [worker for worker in workers if worker not in dead]
     if not workers:
-        return False, "no rq worker listens on 'mailers': queued mail waits until one starts (see Procfile)"
+        gone = f" ({len(dead)} registered worker(s) no longer run here)" if dead else ""
+        return False, f"no rq worker listens on 'mailers'{gone}: queued mail waits until one starts (see Procfile)"
     names = ", ".join(worker.name for worker in workers)
     return True, f"{len(workers)} worker(s) on 'mailers': {names}"
+
+
+def pid_runs(pid):
+    """True if a process with this pid exists on this machine."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError, ValueError):
+        return True  # someone else's process, or no pid recorded: assume it runs
+    return True
 
 
 def check_smtp():

@@ -74,6 +74,23 @@ class FlaskWorker(SimpleWorker):
         super().check_for_suspension(burst)
         self._suspension_checked_at = time.monotonic()
 
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        """Wait for a job in one-second slices, looking for `rq suspend` between them.
+
+        RQ's own wait never returns while the worker is idle, so an idle worker took the next
+        job even after `rq suspend`. Burst mode (no timeout) is left to RQ.
+        """
+        if timeout is None:
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        idle_since = time.monotonic()
+        while True:
+            result = super().dequeue_job_and_maintain_ttl(1, max_idle_time=1)
+            if result is not None or self._stop_requested:
+                return result
+            if max_idle_time is not None and time.monotonic() - idle_since >= max_idle_time:
+                return None
+            self.check_for_suspension(False)
+
     def handle_execution_ended(self, job, queue, heartbeat_ttl):
         """Note the job's end time, without a round trip of its own.
 
