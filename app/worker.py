@@ -8,10 +8,12 @@ import time
 from rq.utils import now
 from rq.worker import SimpleWorker
 
+from app.connections import rq_connection_settings
 from config import Config
 
 # Read by `rq worker -c app.worker`: the jobs Redis and the queues, in priority order.
-REDIS_URL = Config.RQ_REDIS_URL
+# A redis+sentinel:// URL becomes rq's SENTINEL setting (REDIS_URL is then None).
+REDIS_URL, SENTINEL = rq_connection_settings(Config.RQ_REDIS_URL)
 QUEUES = Config.RQ_QUEUES
 
 
@@ -46,6 +48,8 @@ class FlaskWorker(SimpleWorker):
         self.flask_app = create_app()
         self.flask_app.extensions["smtp_connection"] = KeptConnection()
         super().__init__(*args, **kwargs)
+        # Jobs write their sent-markers on the worker's own connection, which waits a failover out.
+        self.flask_app.extensions["redis"]["jobs"] = self.connection
 
     def perform_job(self, job, queue, execution):
         """Run one job inside a fresh app context."""
