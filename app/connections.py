@@ -149,19 +149,21 @@ def init_redis(app):
 
 
 def configure_limiter_storage(app):
-    """Point Flask-Limiter at a Sentinel URL in the spelling its `limits` library reads."""
-    where = parse_sentinel_url(app.config["RATELIMIT_STORAGE_URI"])
-    if where is None:
-        return
-    app.config["RATELIMIT_STORAGE_URI"] = where.for_limits()
+    """Give Flask-Limiter the sessions role's client options, and a Sentinel URL in its own spelling.
+
+    Its `limits` library reads `redis+sentinel://hosts/service` (no DB in the path) and takes
+    the rest as options. Flask-Limiter merges these options into its one module-level
+    limiter, so every app sets the same keys: nothing of a previous app's lingers.
+    """
+    url = app.config["RATELIMIT_STORAGE_URI"]
+    where = parse_sentinel_url(url)
+    if where is not None:
+        app.config["RATELIMIT_STORAGE_URI"] = where.for_limits()
+    elif not url.startswith(("redis://", "rediss://")):
+        return  # memory:// and friends take no Redis options
     options = dict(ROLE_OPTIONS["sessions"])
-    app.config["RATELIMIT_STORAGE_OPTIONS"] = {
-        "db": where.db,
-        "retry": failover_retry(options.pop("retry_seconds")),
-        "sentinel_kwargs": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
-        "use_replicas": False,  # a replica lags: counts read there would let extra requests through
-        **options,
-    }
+    db = where.db if where is not None else int(urlsplit(url).path.strip("/") or 0)
+    app.config["RATELIMIT_STORAGE_OPTIONS"] = {"db": db, "retry": failover_retry(options.pop("retry_seconds")), **options}
 
 
 class RoleRedisCache(RedisCache):
@@ -213,24 +215,14 @@ def wait_for_replica():
 # --8<-- [end:wait_for_replica]
 
 
-def rq_connection_settings(url, options=WORKER_OPTIONS):
-    """The connection settings for `rq worker -c app.worker`: (REDIS_URL, SENTINEL).
+class FailoverRedis(redis.Redis):
+    """The client class for `rq worker --connection-class`: from_url() also reads redis+sentinel:// URLs.
 
-    rq's CLI reads a plain URL itself, but not a `redis+sentinel://` one: for that it takes a
-    SENTINEL dict (rq/cli/helpers.py), given here with the worker's long retry.
+    rq's CLI builds its connection with `connection_class.from_url(RQ_REDIS_URL)`; this one
+    goes through connect(), with the worker's options (WORKER_OPTIONS: it waits a failover out).
     """
-    where = parse_sentinel_url(url)
-    if where is None:
-        return url, None
-    options = dict(options)
-    retry = failover_retry(options.pop("retry_seconds"))
-    return None, {
-        "INSTANCES": list(where.sentinels),
-        "MASTER_NAME": where.service,
-        "DB": where.db,
-        "USERNAME": where.username,
-        "PASSWORD": where.password,
-        "SOCKET_TIMEOUT": options.pop("socket_timeout"),
-        "SENTINEL_KWARGS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
-        "CONNECTION_KWARGS": {**options, "retry": retry},
-    }
+
+    @classmethod
+    def from_url(cls, url, **kwargs):
+        """A redis.Redis for a plain or a Sentinel URL (rq passes no other arguments)."""
+        return connect(url, **{**WORKER_OPTIONS, **kwargs})

@@ -8,12 +8,11 @@ import time
 from rq.utils import now
 from rq.worker import SimpleWorker
 
-from app.connections import rq_connection_settings
 from config import Config
 
 # Read by `rq worker -c app.worker`: the jobs Redis and the queues, in priority order.
-# A redis+sentinel:// URL becomes rq's SENTINEL setting (REDIS_URL is then None).
-REDIS_URL, SENTINEL = rq_connection_settings(Config.RQ_REDIS_URL)
+# (rq reads a redis+sentinel:// URL through --connection-class app.connections.FailoverRedis.)
+REDIS_URL = Config.RQ_REDIS_URL
 QUEUES = Config.RQ_QUEUES
 
 
