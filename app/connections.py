@@ -36,16 +36,16 @@ ROLE_KEY_PREFIXES = {"jobs": ("rq:", "mail:"), "cache": ("cache:",), "sessions":
 
 # --8<-- [start:role_options]
 # role -> the options of its client, all in one place. `retry_seconds` is how long a command
-# keeps retrying a lost connection: long enough to ride out a dropped connection or the
-# primary's demotion, short enough that a request answers the 503 page instead of hanging
-# while Sentinel elects a new primary (~3 s).
+# keeps reconnecting after it lost its connection: jobs and sessions wait out a Sentinel
+# failover (~2-3 s with down-after-milliseconds 1000-2000), so a request that meets one is only
+# slower; past that it answers the 503 page. The cache gives up at once: the page renders uncached.
 ROLE_OPTIONS = {
-    "jobs": {"socket_connect_timeout": 2, "socket_timeout": 5, "health_check_interval": 30, "retry_seconds": 2},
-    "cache": {"socket_connect_timeout": 2, "socket_timeout": 5, "health_check_interval": 30, "retry_seconds": 2},
-    "sessions": {"socket_connect_timeout": 2, "socket_timeout": 5, "health_check_interval": 30, "retry_seconds": 2},
+    "jobs": {"socket_connect_timeout": 2, "socket_timeout": 5, "health_check_interval": 30, "retry_seconds": 5},
+    "cache": {"socket_connect_timeout": 2, "socket_timeout": 5, "health_check_interval": 30, "retry_seconds": 0.5},
+    "sessions": {"socket_connect_timeout": 2, "socket_timeout": 5, "health_check_interval": 30, "retry_seconds": 5},
 }
-# `rq worker`'s own connection (and the sent-markers it writes) waits a failover out: a
-# worker has no user waiting, and a marker it fails to write would let a retry send twice.
+# `rq worker`'s own connection (and the sent-markers it writes) waits longer: a worker has no
+# user waiting, and a marker it failed to write would let a retry of the job send twice.
 WORKER_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 10, "health_check_interval": 30, "retry_seconds": 30}
 # --8<-- [end:role_options]
 RETRY_INTERVAL = 0.25  # seconds between two attempts to reconnect

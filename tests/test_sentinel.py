@@ -1,5 +1,7 @@
 """Redis behind Sentinel on one host: every role follows a failover, and a signup waits for a replica."""
 
+import threading
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -100,9 +102,33 @@ def test_app_and_worker_follow_a_failover_without_a_restart(redis_ha, make_app, 
     assert sorted(m["To"] for m in messages) == ["after@example.com", "before@example.com"]
     assert redis.Redis(port=replica.port).llen("rq:queue:mailers") == 0  # taken from the new primary
 
-    result = app.test_cli_runner().invoke(args=["doctor"])
-    assert f"primary 127.0.0.1:{replica.port}" in result.output
-    assert f"127.0.0.1:{primary.port} online" in result.output  # the old primary, now its replica
+    def doctor():
+        return app.test_cli_runner().invoke(args=["doctor"]).output
+
+    # The old primary, resynced as the new primary's replica.
+    report = wait_for(lambda: (lambda out: out if f"127.0.0.1:{primary.port} online" in out else None)(doctor()),
+                      timeout=30, message="doctor to show the old primary as an online replica")
+    assert f"primary 127.0.0.1:{replica.port}" in report
+
+
+def test_a_request_rides_out_a_dropped_connection(tmp_path, make_app):
+    server = RedisServer(made(tmp_path / "redis")).start()
+    try:
+        app = make_app(server.url)
+        client = app.test_client()
+        signup(client, "ada@example.com")
+        login(client, "ada@example.com")
+        server.kill()  # every open connection is gone; the session is in the AOF
+        answer = {}
+        request = threading.Thread(target=lambda: answer.update(page=client.get("/")))
+        request.start()
+        time.sleep(0.5)  # the request is retrying by now
+        server.start()
+        request.join(timeout=30)
+        assert answer["page"].status_code == 302  # signed in, sent on to confirm the account
+        assert answer["page"].location.endswith("/auth/unconfirmed")
+    finally:
+        server.stop()
 
 
 def test_doctor_reports_primary_replica_and_lag(redis_ha, make_app):
