@@ -192,9 +192,11 @@ def wait_for_replica():
 
     Replication is asynchronous: a primary killed right after an enqueue can take the job
     with it. Called right after an enqueue, this makes the answer to the user wait until a
-    replica holds the job too. Returns the number of replicas that confirmed; 0 after
-    RQ_WAIT_TIMEOUT_MS (logged, not raised: a lost replica must not stop signups; the
-    outbox sweeper re-enqueues what a failover then loses). No-op when RQ_WAIT_REPLICAS is 0.
+    replica holds the job too. Returns the number of replicas that confirmed. It does not
+    raise when they do not (a lost replica must not stop signups; `flask doctor` reports it,
+    and the outbox sweeper re-enqueues what a failover then loses): with no replica connected
+    it returns 0 at once; with a replica that does not confirm within RQ_WAIT_TIMEOUT_MS, it
+    logs a warning and returns what it got. No-op when RQ_WAIT_REPLICAS is 0.
     """
     config = current_app.config
     wanted = config["RQ_WAIT_REPLICAS"]
@@ -202,15 +204,19 @@ def wait_for_replica():
         wanted = 1 if parse_sentinel_url(config["RQ_REDIS_URL"]) else 0
     if not wanted:
         return 0
+    client = redis_client("jobs")
+    replicas = client.role()[2]  # the primary's ROLE: its connected replicas
+    if not replicas:
+        return 0
     # WAIT covers the writes made on its own connection, and the enqueue may have used another
-    # one of the pool: write a mark on this connection first. The replication stream is in
-    # order, so once a replica has the mark it has the job too.
-    with redis_client("jobs").pipeline(transaction=False) as pipe:
+    # one of the pool: write a mark on the same connection first (one pipeline). The replication
+    # stream is in order, so once a replica has the mark it has the job too.
+    with client.pipeline(transaction=False) as pipe:
         pipe.incr("mail:replication-mark")
-        pipe.wait(wanted, config["RQ_WAIT_TIMEOUT_MS"])
+        pipe.wait(min(wanted, len(replicas)), config["RQ_WAIT_TIMEOUT_MS"])
         _, confirmed = pipe.execute()
     if confirmed < wanted:
-        log.warning("only %d of %d replica(s) confirmed the enqueue within %d ms", confirmed, wanted, config["RQ_WAIT_TIMEOUT_MS"])
+        log.warning("%d of %d replica(s) confirmed the enqueue within %d ms", confirmed, wanted, config["RQ_WAIT_TIMEOUT_MS"])
     return confirmed
 # --8<-- [end:wait_for_replica]
 
