@@ -14,7 +14,7 @@ import redis
 from flask import current_app
 from flask_caching.backends.rediscache import RedisCache
 from redis.backoff import ConstantBackoff
-from redis.exceptions import ConnectionError
+from redis.exceptions import ConnectionError, RedisError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 from rq import Queue
@@ -205,16 +205,21 @@ def wait_for_replica():
     if not wanted:
         return 0
     client = redis_client("jobs")
-    replicas = client.role()[2]  # the primary's ROLE: its connected replicas
-    if not replicas:
+    try:
+        replicas = client.role()[2]  # the primary's ROLE: its connected replicas
+        if not replicas:
+            return 0
+        # WAIT covers the writes made on its own connection, and the enqueue may have used another
+        # one of the pool: write a mark on the same connection first (one pipeline). The
+        # replication stream is in order, so once a replica has the mark it has the job too.
+        with client.pipeline(transaction=False) as pipe:
+            pipe.incr("mail:replication-mark")
+            pipe.wait(min(wanted, len(replicas)), config["RQ_WAIT_TIMEOUT_MS"])
+            _, confirmed = pipe.execute()
+    except RedisError as exc:
+        # The job is enqueued already: failing the signup now would leave a job without its user.
+        log.warning("could not wait for a replica after the enqueue: %s", exc)
         return 0
-    # WAIT covers the writes made on its own connection, and the enqueue may have used another
-    # one of the pool: write a mark on the same connection first (one pipeline). The replication
-    # stream is in order, so once a replica has the mark it has the job too.
-    with client.pipeline(transaction=False) as pipe:
-        pipe.incr("mail:replication-mark")
-        pipe.wait(min(wanted, len(replicas)), config["RQ_WAIT_TIMEOUT_MS"])
-        _, confirmed = pipe.execute()
     if confirmed < wanted:
         log.warning("%d of %d replica(s) confirmed the enqueue within %d ms", confirmed, wanted, config["RQ_WAIT_TIMEOUT_MS"])
     return confirmed

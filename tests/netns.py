@@ -96,14 +96,18 @@ class Network:
         self.hub = f"{self.prefix}-hub"
         self.hosts = {}
         ip("netns", "add", self.hub)
-        ip("link", "add", "br0", "type", "bridge", namespace=self.hub)
-        ip("link", "set", "br0", "up", namespace=self.hub)
+        try:
+            ip("link", "add", "br0", "type", "bridge", namespace=self.hub)
+            ip("link", "set", "br0", "up", namespace=self.hub)
+        except RuntimeError:
+            self.tear_down()
+            raise
 
     def add_host(self, name, number):
         """A new namespace with eth0 at 10.77.0.<number>/24, linked to the hub's bridge."""
         host = Host(self, name, number)
         ip("netns", "add", host.namespace)
-        self.hosts[name] = host
+        self.hosts[name] = host  # from here on, tear_down() deletes it
         ip("link", "add", "eth0", "netns", host.namespace, "type", "veth",
            "peer", "name", host.hub_link, "netns", self.hub, namespace=self.hub)
         ip("link", "set", host.hub_link, "master", "br0", namespace=self.hub)
@@ -143,7 +147,7 @@ def serve_smtp(address, port, maildir, delay):
 def inside(namespace):
     """Make this thread's new sockets in `namespace` for the block (setns applies per thread)."""
     libc = ctypes.CDLL(None, use_errno=True)
-    home = os.open(f"/proc/{os.getpid()}/task/{threading_native_id()}/ns/net", os.O_RDONLY)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     target = os.open(f"/run/netns/{namespace}", os.O_RDONLY)
     try:
         if libc.setns(target, CLONE_NEWNET) != 0:
@@ -154,9 +158,3 @@ def inside(namespace):
         os.close(target)
         os.close(home)
 
-
-def threading_native_id():
-    """This thread's kernel id (for /proc/<pid>/task/<tid>)."""
-    import threading
-
-    return threading.get_native_id()

@@ -28,7 +28,7 @@ import pytest
 import redis
 
 from tests.netns import Network, inside, namespaces_available
-from tests.sentinel_support import SERVICE, primary_address, ready, sentinel_config, sentinel_url
+from tests.sentinel_support import primary_address, ready, sentinel_config, sentinel_url
 from tests.support import ROOT, csrf_token, learner_env, procfile_command, redis_server_binary, wait_for, worker_command
 
 WHY_NOT = namespaces_available()
