@@ -16,7 +16,7 @@ from flask_caching.backends.rediscache import RedisCache
 from redis.backoff import ConstantBackoff
 from redis.exceptions import ConnectionError, RedisError
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection
 from rq import Queue
 from rq.serializers import JSONSerializer
 
@@ -104,6 +104,22 @@ def parse_sentinel_url(url):
 # --8<-- [end:parse_sentinel_url]
 
 
+class FailoverConnection(SentinelManagedConnection):
+    """A connection to the primary that asks the Sentinels again each time it reconnects.
+
+    redis-py 8.1 reconnects a connection that dropped mid-command (the retry of that command)
+    to the address it had, not through Sentinel: the command in flight when the primary died
+    knocked on the dead address until its retries ran out (30 s for the worker's dequeue),
+    even though Sentinel had named the new primary after 2 s.
+    """
+
+    def send_packed_command(self, command, check_health=True):
+        """Reconnect through Sentinel (one attempt; the command's Retry repeats it), then send."""
+        if not self._sock:
+            self._connect_retry()
+        return super().send_packed_command(command, check_health)
+
+
 def failover_retry(seconds):
     """A redis-py Retry that reconnects every RETRY_INTERVAL on a lost connection, for about `seconds`.
 
@@ -129,7 +145,8 @@ def connect(url, socket_connect_timeout, socket_timeout, health_check_interval, 
         return redis.Redis.from_url(url, **options)
     # Sentinels answer only "where is the primary?": short timeouts, so a dead one is skipped fast.
     sentinels = Sentinel(where.sentinels, sentinel_kwargs={"socket_connect_timeout": 0.5, "socket_timeout": 0.5})
-    return sentinels.master_for(where.service, db=where.db, username=where.username, password=where.password, **options)
+    return sentinels.master_for(where.service, connection_class=FailoverConnection, db=where.db,
+                                username=where.username, password=where.password, **options)
 # --8<-- [end:connect]
 
 

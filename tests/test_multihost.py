@@ -199,7 +199,8 @@ def test_signups_survive_a_redis_failover_and_a_worker_cut_off(network, tmp_path
         sentinels = [redis.Redis(hosts[name].address, SENTINEL_PORT, socket_timeout=1, socket_connect_timeout=1)
                      for name in ("sentinel1", "sentinel2", "sentinel3")]
         wait_for(lambda: ready(sentinels), timeout=60, message="Sentinels to see each other and the replica")
-        migrate = hosts["web1"].popen([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env, log=tmp_path / "migrate.log")
+        migrate = hosts["web1"].popen([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
+                                      cwd=ROOT, env=env, log=tmp_path / "migrate.log")
         assert migrate.wait(timeout=120) == 0, (tmp_path / "migrate.log").read_text()
         for name in ("web1", "web2"):
             processes[name] = hosts[name].popen(web_command(), cwd=ROOT, env=env, log=tmp_path / f"{name}.log")
@@ -224,38 +225,58 @@ def test_signups_survive_a_redis_failover_and_a_worker_cut_off(network, tmp_path
         stream = SignupStream(Web([hosts["web1"], hosts["web2"]]))
         watch.start()
         stream.start()
+        try:
+            figures, users = run_scenario(hosts, processes, sentinels, stream, watch, maildir, tmp_path)
+        finally:
+            stream.stop()
+            watch.stop()
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "multihost.json").write_text(json.dumps(figures, indent=2))
+    print("\nmulti-host figures:\n" + "\n".join(f"  {key:28} {value}" for key, value in figures.items()))
 
-        # 1. kill -9 the primary mid-stream; Sentinel promotes the replica.
-        wait_for(lambda: stream.count() >= 3 * SIGNUPS_PER_SECOND, timeout=60, message="the stream to get going")
-        killed_at = time.monotonic()
-        hosts["redis1"].stop(processes["redis1"], signal.SIGKILL)
-        wait_for(lambda: all(primary_address(s) == (hosts["redis2"].address, REDIS_PORT) for s in sentinels),
-                 timeout=60, interval=0.02, message="Sentinel to promote the replica")
-        failover_time = time.monotonic() - killed_at
-        wait_for(lambda: stream.first_success_after(killed_at), timeout=60, message="a signup to succeed again")
-        recovery_time = stream.first_success_after(killed_at) - killed_at
+    assert figures["worker cut mid-send"], "worker1 ran no job after the failover: it did not follow it"
+    assert figures["answered otherwise"] == {}, stream.unexpected()
+    assert figures["lost"] == 0 and figures["duplicates"] == 0, figures
+    assert figures["mails to no committed user"] == 0, figures
+    # Every address that answered 302 is a committed user; one that answered 503 left nothing behind.
+    assert {e for e, s, *_ in stream.results if s == 302} == users
+    assert watch.signed_out() == 0, watch.results
+    assert {s for s, _ in watch.results} <= {200}, watch.results
 
-        # 2. Cut worker1 off the network while it is sending, then plug it back in.
-        jobs = redis.Redis(hosts["redis2"].address, REDIS_PORT, socket_timeout=5)
-        busy = busy_worker_pid(jobs, processes["worker1"].pid)
-        cut_mid_send = wait_or_false(busy, timeout=15)
-        hosts["worker1"].disconnect()
-        time.sleep(CUT_SECONDS)  # the outage itself
-        hosts["worker1"].reconnect()
-        reconnected_at = time.monotonic()
-        wait_for(lambda: stream.count() >= stream.count_at(reconnected_at) + 2 * SIGNUPS_PER_SECOND, timeout=60,
-                 message="signups after the cut")
-        stream.stop()
-        watch.stop()
 
-        # 3. Every job done (retries included), then count.
-        wait_for(lambda: drained(jobs), timeout=120, interval=0.2, message="the mail queue to drain")
-        failed_jobs = jobs.zcard("rq:failed:mailers")
-        users = committed_users(tmp_path / "app.sqlite") - {"watcher@example.com"}
-        sent = [(to, message_id) for to, message_id, _ in mails(maildir) if to != "watcher@example.com"]
-        per_address = {}
-        for to, _ in sent:
-            per_address[to] = per_address.get(to, 0) + 1
+def run_scenario(hosts, processes, sentinels, stream, watch, maildir, tmp_path):
+    """Kill the primary, then cut a worker off, while the stream runs; once mail is drained, return (figures, users)."""
+    # 1. kill -9 the primary mid-stream; Sentinel promotes the replica.
+    wait_for(lambda: stream.count() >= 3 * SIGNUPS_PER_SECOND, timeout=60, message="the stream to get going")
+    killed_at = time.monotonic()
+    hosts["redis1"].stop(processes["redis1"], signal.SIGKILL)
+    wait_for(lambda: all(primary_address(s) == (hosts["redis2"].address, REDIS_PORT) for s in sentinels),
+             timeout=60, interval=0.02, message="Sentinel to promote the replica")
+    failover_time = time.monotonic() - killed_at
+    wait_for(lambda: stream.first_success_after(killed_at), timeout=60, message="a signup to succeed again")
+    recovery_time = stream.first_success_after(killed_at) - killed_at
+
+    # 2. Cut worker1 off the network while it is sending, then plug it back in.
+    jobs = redis.Redis(hosts["redis2"].address, REDIS_PORT, socket_timeout=5)
+    busy = busy_worker_pid(jobs, processes["worker1"].pid)
+    cut_mid_send = wait_or_false(busy, timeout=15)
+    hosts["worker1"].disconnect()
+    time.sleep(CUT_SECONDS)  # the outage itself
+    hosts["worker1"].reconnect()
+    reconnected_at = time.monotonic()
+    wait_for(lambda: stream.count() >= stream.count_at(reconnected_at) + 2 * SIGNUPS_PER_SECOND, timeout=60,
+             message="signups after the cut")
+    stream.stop()
+    watch.stop()
+
+    # 3. Every job done (retries included), then count.
+    wait_for(lambda: drained(jobs), timeout=120, interval=0.2, message="the mail queue to drain")
+    failed_jobs = jobs.zcard("rq:failed:mailers")
+    users = committed_users(tmp_path / "app.sqlite") - {"watcher@example.com"}
+    sent = [(to, message_id) for to, message_id, _ in mails(maildir) if to != "watcher@example.com"]
+    per_address = {}
+    for to, _ in sent:
+        per_address[to] = per_address.get(to, 0) + 1
 
     answered = stream.statuses()
     figures = {
@@ -279,17 +300,7 @@ def test_signups_survive_a_redis_failover_and_a_worker_cut_off(network, tmp_path
         "watcher checks": len(watch.results),
         "watcher signed out": watch.signed_out(),
     }
-    ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "multihost.json").write_text(json.dumps(figures, indent=2))
-    print("\nmulti-host figures:\n" + "\n".join(f"  {key:28} {value}" for key, value in figures.items()))
-
-    assert figures["answered otherwise"] == {}, stream.unexpected()
-    assert figures["lost"] == 0 and figures["duplicates"] == 0, figures
-    assert figures["mails to no committed user"] == 0, figures
-    # Every address that answered 302 is a committed user; one that answered 503 left nothing behind.
-    assert {e for e, s, *_ in stream.results if s == 302} == users
-    assert watch.signed_out() == 0, watch.results
-    assert {s for s, _ in watch.results} <= {200}, watch.results
+    return figures, users
 
 
 def busy_worker_pid(jobs, pid):

@@ -132,6 +132,32 @@ def test_a_request_rides_out_a_dropped_connection(tmp_path, make_app):
         server.stop()
 
 
+def test_a_command_in_flight_when_the_primary_dies_reaches_the_new_primary(redis_ha):
+    primary, replica, sentinels = redis_ha
+    url = sentinel_url([("127.0.0.1", s.port) for s in sentinels])
+    worker_connection = FailoverRedis.from_url(url)  # what `rq worker` dequeues with
+    worker_connection.ping()
+    outcome = {}
+
+    def dequeue():  # like the worker's BLMOVE, waiting for a job
+        try:
+            outcome["job"] = worker_connection.blmove("rq:queue:test", "rq:taken:test", 0)
+        except redis.exceptions.RedisError as exc:
+            outcome["error"] = exc
+
+    waiting = threading.Thread(target=dequeue)
+    waiting.start()
+    wait_for(lambda: redis.Redis(port=primary.port).info("clients")["blocked_clients"] == 1, message="the dequeue to block")
+    primary.kill()
+    wait_for(lambda: primary_address(sentinels[0].client()) == ("127.0.0.1", replica.port), timeout=30,
+             message="Sentinel to promote the replica")
+    redis.Redis(port=replica.port).lpush("rq:queue:test", "job-1")
+    waiting.join(timeout=90)
+    worker_connection.close()
+    sentinel_of(worker_connection).close()
+    assert outcome == {"job": b"job-1"}
+
+
 def test_doctor_reports_primary_replica_and_lag(redis_ha, make_app):
     primary, replica, sentinels = redis_ha
     app = make_app(sentinel_url([("127.0.0.1", s.port) for s in sentinels]))
