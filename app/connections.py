@@ -108,9 +108,9 @@ class FailoverConnection(SentinelManagedConnection):
     """A connection to the primary that asks the Sentinels again each time it reconnects.
 
     redis-py 8.1 reconnects a connection that dropped mid-command (the retry of that command)
-    to the address it had, not through Sentinel: the command in flight when the primary died
-    knocked on the dead address until its retries ran out (30 s for the worker's dequeue),
-    even though Sentinel had named the new primary after 2 s.
+    to the address it had, not through Sentinel (redis/redis-py issue 3874): the command in
+    flight when the primary died knocked on the dead address until its retries ran out (30 s
+    for the worker's dequeue), although Sentinel had named the new primary after 2 s.
     """
 
     def send_packed_command(self, command, check_health=True):
