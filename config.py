@@ -32,9 +32,19 @@ class Config:
     RATELIMIT_STORAGE_URI = env.str("RATELIMIT_STORAGE_URI", REDIS_URL)
     # --8<-- [end:redis_roles]
 
+    # --8<-- [start:sentinel]
+    # Redis behind Sentinel: give any URL above as redis+sentinel://host:26379,host2:26379/mymaster/0
+    # (Sentinel addresses, the primary's name in Sentinel, the DB). After each enqueue the
+    # signup waits until this many replicas have the job (WAIT), at most RQ_WAIT_TIMEOUT_MS;
+    # unset: 1 when RQ_REDIS_URL is a Sentinel URL, else 0 (no wait).
+    RQ_WAIT_REPLICAS = env.int("RQ_WAIT_REPLICAS", None)
+    RQ_WAIT_TIMEOUT_MS = env.int("RQ_WAIT_TIMEOUT_MS", 500)
+    # --8<-- [end:sentinel]
+
     # --8<-- [start:cache]
     # Cache: the seed's `expires_in: 90.minutes`, under the `cache:` prefix, stored as JSON.
-    CACHE_TYPE = "RedisCache"
+    # RedisCache on the app's own `cache` client (plain or Sentinel, see app/connections.py).
+    CACHE_TYPE = "app.connections.RoleRedisCache"
     CACHE_KEY_PREFIX = "cache:"
     CACHE_DEFAULT_TIMEOUT = env.int("CACHE_DEFAULT_TIMEOUT", 90 * 60)
     # Stored as JSON: create_app() sets CACHE_SERIALIZER (the default pickles, and unpickles).

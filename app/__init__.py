@@ -44,20 +44,19 @@ def create_app(config_name=None, overrides=None):
 def register_extensions(app):
     """Bind every extension object from app.extensions to this app."""
     from app import models  # noqa: F401  (registers the models with SQLAlchemy)
-    from app.connections import ROLE_OPTIONS, init_redis
+    from app.connections import init_redis
     from app.extensions import cache, csrf, db, limiter, login_manager, mail, migrate
     from app.headers import init_security_headers
     from app.serializers import JSONCacheSerializer
     from app.sessions import init_sessions
     from app.sqlite import init_sqlite
 
-    init_redis(app)
+    init_redis(app)  # one client per role, short timeouts for the cache (app.connections)
     db.init_app(app)
     init_sqlite(app, db)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
     mail.init_app(app)
     app.config["CACHE_SERIALIZER"] = JSONCacheSerializer()  # never pickle what Redis hands back
-    app.config["CACHE_OPTIONS"] = ROLE_OPTIONS["cache"]  # short timeouts: a hung cache is a miss
     cache.init_app(app)
     init_sessions(app)  # JSON, short-lived until sign-in, 503 when Redis is down (app.sessions)
     init_security_headers(app)

@@ -12,7 +12,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 from rq import Worker
 
-from app.connections import ROLE_KEY_PREFIXES, ROLE_URL_SETTINGS, get_queue, redis_client
+from app.connections import ROLE_KEY_PREFIXES, ROLE_URL_SETTINGS, get_queue, redis_client, sentinel_of
 from app.redis_info import role_problems, role_status, scan_keys, topology_problems
 
 
@@ -64,6 +64,40 @@ def check_smtp():
     return code == 250, f"{config['MAIL_SERVER']}:{config['MAIL_PORT']} answers ({code})"
 
 
+# --8<-- [start:check_sentinels]
+def check_sentinels():
+    """Return [("sentinel", (ok, text))] for each Sentinel-managed role: its primary, replicas and their lag."""
+    checks, seen = [], set()
+    for role in ROLE_URL_SETTINGS:
+        client = redis_client(role)
+        sentinel = sentinel_of(client)
+        service = getattr(client.connection_pool, "service_name", None)
+        if sentinel is None or (service, client.connection_pool.connection_kwargs.get("db")) in seen:
+            continue
+        seen.add((service, client.connection_pool.connection_kwargs.get("db")))
+        checks.append(("sentinel", describe_replication(role, client, sentinel, service)))
+    return checks
+
+
+def describe_replication(role, client, sentinel, service):
+    """(ok, text) for one Sentinel service: where the primary is, and how far behind each replica is."""
+    try:
+        host, port = sentinel.discover_master(service)
+        info = client.info("replication")
+    except Exception as exc:  # no Sentinel answers, or the primary it names is down
+        return False, f"{service} ({role}): no primary reachable: {exc}"
+    replicas = [value for key, value in sorted(info.items()) if key.startswith("slave") and isinstance(value, dict)]
+    if not replicas:
+        return False, f"{service} ({role}): primary {host}:{port}, no replica connected: a failover has nowhere to go"
+    offset = info.get("master_repl_offset", 0)
+    described = ", ".join(
+        f"{r['ip']}:{r['port']} {r['state']}, lag {r['lag']} s, {offset - r['offset']} bytes behind" for r in replicas
+    )
+    online = all(r["state"] == "online" for r in replicas)
+    return online, f"{service} ({role}): primary {host}:{port}, replica(s) {described}"
+# --8<-- [end:check_sentinels]
+
+
 @click.command("doctor")
 @with_appcontext
 def doctor():
@@ -89,7 +123,7 @@ def doctor():
     failed |= bool(shared) and strict
     for problem in shared:
         click.echo(f"[{'FAIL' if strict else 'note':4}] topology {problem}")
-    for name, (ok, text) in (("worker", check_worker()), ("smtp", check_smtp())):
+    for name, (ok, text) in (("worker", check_worker()), ("smtp", check_smtp()), *check_sentinels()):
         failed |= not ok
         click.echo(f"[{'ok' if ok else 'FAIL':4}] {name:8} {text}")
     click.echo("Problems found." if failed else "All good.")

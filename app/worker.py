@@ -11,6 +11,7 @@ from rq.worker import SimpleWorker
 from config import Config
 
 # Read by `rq worker -c app.worker`: the jobs Redis and the queues, in priority order.
+# (rq reads a redis+sentinel:// URL through --connection-class app.connections.FailoverRedis.)
 REDIS_URL = Config.RQ_REDIS_URL
 QUEUES = Config.RQ_QUEUES
 
@@ -46,6 +47,8 @@ class FlaskWorker(SimpleWorker):
         self.flask_app = create_app()
         self.flask_app.extensions["smtp_connection"] = KeptConnection()
         super().__init__(*args, **kwargs)
+        # Jobs write their sent-markers on the worker's own connection, which waits a failover out.
+        self.flask_app.extensions["redis"]["jobs"] = self.connection
 
     def perform_job(self, job, queue, execution):
         """Run one job inside a fresh app context."""
