@@ -40,7 +40,7 @@ def create_app(config_name=None, overrides=None):
 # --8<-- [start:register_extensions]
 def register_extensions(app):
     """Bind every extension object from app.extensions to this app."""
-    from app import models  # noqa: F401  (registers the models with SQLAlchemy)
+    from app import models, outbox  # noqa: F401  (registers the models with SQLAlchemy)
     from app.extensions import cache, csrf, db, limiter, login_manager, mail, migrate, server_session
     from app.connections import init_redis
     from app.serializers import JSONCacheSerializer, JSONOnlySessionSerializer
