@@ -119,7 +119,7 @@ class SweepResult:
     sent: int = 0  # rows removed because their mail went out
     pending: int = 0  # rows whose job is still in Redis
     requeued: int = 0  # rows enqueued again: their job was lost
-    given_up: int = 0  # rows older than OUTBOX_GIVE_UP_AFTER, removed unsent
+    given_up: int = 0  # rows older than OUTBOX_GIVE_UP_AFTER, removed without seeing their mail sent
 
     def __str__(self):
         """One line for logs and the CLI."""
@@ -138,42 +138,42 @@ def claim(mail, now):
     return claimed.rowcount == 1
 
 
+def settle(mail, oldest):
+    """Act on one claimed row and return what happened: 'sent', 'pending', 'requeued' or 'given_up'."""
+    state = job_state(mail.message_id)
+    fresh = as_utc(mail.created_at) >= oldest
+    if state == "pending" and fresh:
+        return "pending"
+    if state == "missing" and fresh:
+        deliver_staged(mail)
+        db.session.execute(update(OutboxMail).where(OutboxMail.id == mail.id).values(requeues=OutboxMail.requeues + 1))
+        db.session.commit()
+        log.warning("outbox: job of %s was not in Redis, enqueued it again", mail.message_id)
+        return "requeued"
+    if state != "sent":
+        # Its link has expired by now; a job Redis still has may run, but nobody watches it any more.
+        log.error("outbox: giving up on %s to %s (job %s), staged %s", mail.message_id, mail.recipient, state, mail.created_at)
+    db.session.execute(delete(OutboxMail).where(OutboxMail.id == mail.id))
+    db.session.commit()
+    return "sent" if state == "sent" else "given_up"
+
+
 def sweep(limit=500):
     """Look at each outbox row past its grace period: clear the sent, enqueue again the lost.
 
     Safe to run from several hosts at once: each row is claimed before it is looked at.
     Raises RedisError if the jobs Redis is unreachable (the rows stay for the next sweep).
     """
-    config = current_app.config
     now = utcnow()
-    oldest = now - timedelta(seconds=config["OUTBOX_GIVE_UP_AFTER"])
+    oldest = now - timedelta(seconds=current_app.config["OUTBOX_GIVE_UP_AFTER"])
     result = SweepResult()
     due = db.session.scalars(
         select(OutboxMail).where(OutboxMail.check_after <= now).order_by(OutboxMail.id).limit(limit)
     ).all()
     for mail in due:
-        if not claim(mail, now):
-            continue
-        state = job_state(mail.message_id)
-        if state == "pending":
-            result.pending += 1
-            continue
-        if state == "missing" and as_utc(mail.created_at) >= oldest:
-            deliver_staged(mail)
-            db.session.execute(
-                update(OutboxMail).where(OutboxMail.id == mail.id).values(requeues=OutboxMail.requeues + 1)
-            )
-            db.session.commit()
-            log.warning("outbox: job of %s was not in Redis, enqueued it again", mail.message_id)
-            result.requeued += 1
-            continue
-        if state == "missing":
-            log.error("outbox: giving up on %s to %s, unsent since %s", mail.message_id, mail.recipient, mail.created_at)
-            result.given_up += 1
-        else:
-            result.sent += 1
-        db.session.execute(delete(OutboxMail).where(OutboxMail.id == mail.id))
-        db.session.commit()
+        if claim(mail, now):
+            outcome = settle(mail, oldest)
+            setattr(result, outcome, getattr(result, outcome) + 1)
     return result
 
 

@@ -35,6 +35,7 @@ from tests.support import (
     signup,
     wait_for,
 )
+from tests.test_migrations import postgres_url  # noqa: F401  (the fixture)
 
 
 def count(model):
@@ -160,10 +161,17 @@ def test_two_sweepers_cannot_claim_one_row(app, client):
         assert claim(seen_elsewhere, utcnow()) is False
 
 
-def test_sweeper_gives_up_on_a_mail_older_than_its_link(make_app, redis_url):
+@pytest.mark.parametrize("job", ["lost", "failed"])
+def test_sweeper_gives_up_on_a_mail_older_than_its_link(job, make_app, redis_url, smtp_server, run_worker):
     app = make_app(redis_url, OUTBOX_GIVE_UP_AFTER=3600)
     signup(app.test_client(), "ada@example.com")
-    redis.Redis.from_url(redis_url).flushdb()
+    if job == "lost":
+        redis.Redis.from_url(redis_url).flushdb()
+    else:  # refused for good: it waits in the failed registry, where the sweeper leaves it
+        smtp_server.handler.always_refuse = "550 5.1.1 No such mailbox"
+        run_worker()
+        make_due(app)
+        assert run_sweep(app).pending == 1
     with app.app_context():
         db.session.execute(db.update(OutboxMail).values(created_at=utcnow() - timedelta(hours=2)))
         db.session.commit()
@@ -196,6 +204,23 @@ def test_flask_outbox_sweep_command(app, client, runner):
     assert result.exit_code == 0, result.output
     assert "0 sent, 0 pending, 1 requeued, 0 given up" in result.output
     assert mailers_queue(app).count == 1
+
+
+def test_outbox_on_postgresql(postgres_url, make_app, redis_url):  # noqa: F811
+    from flask_migrate import downgrade
+
+    app = make_app(redis_url, SQLALCHEMY_DATABASE_URI=postgres_url)
+    signup(app.test_client(), "ada@example.com")
+    redis.Redis.from_url(redis_url).flushdb()
+    make_due(app)
+    assert run_sweep(app).requeued == 1
+    make_due(app)
+    assert run_sweep(app).pending == 1
+    (row,) = outbox_rows(app)
+    assert row.context["email"] == "ada@example.com" and row.created_at.tzinfo is not None
+    with app.app_context():
+        downgrade(revision="base")
+        assert "outbox_mails" not in db.inspect(db.engine).get_table_names()
 
 
 class OutboxProcess:
