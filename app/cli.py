@@ -184,6 +184,7 @@ def outbox_sweep(forever):
     if forever:
         config = current_app.config
         click.echo(f"outbox: sweeping every {config['OUTBOX_SWEEP_INTERVAL']}s, grace {config['OUTBOX_GRACE_SECONDS']}s")
-        sweep_forever(config["OUTBOX_SWEEP_INTERVAL"], echo=click.echo)
-    click.echo(f"outbox: {sweep()}")
+        sweep_forever(config["OUTBOX_SWEEP_INTERVAL"], echo=click.echo)  # until SIGTERM
+    else:
+        click.echo(f"outbox: {sweep()}")
 # --8<-- [end:outbox]
