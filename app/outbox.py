@@ -97,8 +97,10 @@ def deliver_staged(mail):
 def job_state(message_id):
     """'sent', 'pending' or 'missing': what Redis knows of the mail's job, in one round trip.
 
-    Read in one MULTI so the marker and the job's status are seen at the same moment.
-    A job id without its hash, or a hash in a state that never runs again, counts as missing.
+    Read in one MULTI so the marker and the job's status are seen at the same moment. No job
+    hash, or a job stopped or canceled, counts as missing and is enqueued again: to stop a mail
+    for good, delete its outbox row too. After a failover the new primary holds a prefix of the
+    old one's writes, a state RQ itself recovers from, except a job that is not there at all.
     """
     with redis_client("jobs").pipeline() as pipe:
         pipe.exists(SENT_MARKER_PREFIX + message_id)
