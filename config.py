@@ -76,6 +76,12 @@ class Config:
     MAIL_FAILURE_TTL = env.int("MAIL_FAILURE_TTL", 30 * 24 * 3600)
     MAIL_SENT_MARKER_TTL = env.int("MAIL_SENT_MARKER_TTL", 7 * 24 * 3600)
     # --8<-- [end:jobs]
+    # The outbox sweeper (app/outbox.py) enqueues again a committed mail whose job is not in
+    # Redis once it is this old: longer than any web request's enqueue can take.
+    OUTBOX_GRACE_SECONDS = env.int("OUTBOX_GRACE_SECONDS", 60)
+    OUTBOX_SWEEP_INTERVAL = env.int("OUTBOX_SWEEP_INTERVAL", 30)
+    # A mail still unsent after this long is dropped (logged): its link would have expired.
+    OUTBOX_GIVE_UP_AFTER = env.int("OUTBOX_GIVE_UP_AFTER", 24 * 3600)
     # Announcements go out in batches of this many users, one job (and one SMTP connection) each.
     ANNOUNCE_BATCH_SIZE = env.int("ANNOUNCE_BATCH_SIZE", 100)
     ANNOUNCE_JOB_TIMEOUT = env.int("ANNOUNCE_JOB_TIMEOUT", 300)

@@ -43,7 +43,7 @@ def create_app(config_name=None, overrides=None):
 # --8<-- [start:register_extensions]
 def register_extensions(app):
     """Bind every extension object from app.extensions to this app."""
-    from app import models  # noqa: F401  (registers the models with SQLAlchemy)
+    from app import models, outbox  # noqa: F401  (registers the models with SQLAlchemy)
     from app.connections import init_redis
     from app.extensions import cache, csrf, db, limiter, login_manager, mail, migrate
     from app.headers import init_security_headers

@@ -22,6 +22,7 @@ def register_cli(app):
     app.cli.add_command(redis_peek)
     app.cli.add_command(announce_command)
     app.cli.add_command(send_test_mail)
+    app.cli.add_command(outbox_command)
 
 
 def check_worker():
@@ -223,3 +224,25 @@ def send_test_mail(address):
             {"email": address, "confirm_url": "http://localhost:5000/auth/confirm/this-is-a-test"},
         )
     click.echo(f"queued job {job.id} on '{job.origin}' ({get_queue('mailers').count} waiting)")
+
+
+# --8<-- [start:outbox]
+@click.group("outbox")
+def outbox_command():
+    """The mail outbox (app/outbox.py): mails committed with their data, until they are sent."""
+
+
+@outbox_command.command("sweep")
+@click.option("--forever", is_flag=True, help="Sweep every OUTBOX_SWEEP_INTERVAL seconds until stopped (the Procfile's `outbox:` line).")
+@with_appcontext
+def outbox_sweep(forever):
+    """Enqueue again the outbox mails whose job Redis lost; clear those that were sent."""
+    from app.outbox import sweep, sweep_forever
+
+    if forever:
+        config = current_app.config
+        click.echo(f"outbox: sweeping every {config['OUTBOX_SWEEP_INTERVAL']}s, grace {config['OUTBOX_GRACE_SECONDS']}s")
+        sweep_forever(config["OUTBOX_SWEEP_INTERVAL"], echo=click.echo)  # until SIGTERM
+    else:
+        click.echo(f"outbox: {sweep()}")
+# --8<-- [end:outbox]

@@ -6,17 +6,19 @@ from urllib.parse import urlsplit
 
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.auth import bp
 from app.auth.forms import LoginForm, LogoutForm, ResendForm, SignupForm, normalize_email
-from app.auth.mails import notify_existing_account, send_confirmation
+from app.auth.mails import claim_notice, confirmation_mail, notify_existing_account, send_confirmation
 from app.auth.tokens import TokenExpired, TokenInvalid, read_confirm_token
 from app.extensions import db, limiter
 from app.main.routes import forget_home_page
 from app.models import User, utcnow
+from app.outbox import deliver_staged, stage_mail
 
 
 def signup_rate_limit():
@@ -78,27 +80,30 @@ def signup():
 
 
 def create_account(email, password):
-    """Commit a new user, then enqueue the confirmation; return the existing user on a race.
+    """Commit a new user with its confirmation mail, then enqueue it; return the existing user on a race.
 
-    The job is enqueued only after the commit, so the worker can never see a user that is
-    not there. If the enqueue fails (the queue's Redis is down), the user row is removed
-    again: no account is left without its pending confirmation mail.
+    The user and its outbox row are one transaction: either both exist or neither. The job is
+    enqueued only after the commit, so the worker can never see a user that is not there. If
+    the enqueue fails (the queue's Redis is down) or the process dies before it, the outbox
+    sweeper enqueues the mail later (app/outbox.py): the visitor still sees "check your inbox".
     """
     user = User(email=email)
     user.set_password(password)
     db.session.add(user)
     try:
+        db.session.flush()  # gives the user its id, which the signed link carries
+        mail = stage_mail(**confirmation_mail(user))
         db.session.commit()
     except IntegrityError:
         # Two submits of the same address at once: the other one created the account.
         db.session.rollback()
         return db.session.scalar(select(User).filter_by(email=email))
     try:
-        send_confirmation(user, first=True)
-    except Exception:
-        db.session.delete(user)
-        db.session.commit()
-        raise  # a RedisError becomes the 503 page (see register_error_handlers)
+        deliver_staged(mail)
+        # The signup itself counts as this window's notice: a second submit sends nothing more.
+        claim_notice(user)
+    except RedisError as exc:
+        current_app.logger.warning("confirmation for user %s left to the outbox sweeper: %s", user.id, exc)
     return None
 
 # --8<-- [end:signup]
