@@ -32,9 +32,19 @@ class Config:
     RATELIMIT_STORAGE_URI = env.str("RATELIMIT_STORAGE_URI", REDIS_URL)
     # --8<-- [end:redis_roles]
 
+    # --8<-- [start:sentinel]
+    # Redis behind Sentinel: give any URL above as redis+sentinel://host:26379,host2:26379/mymaster/0
+    # (Sentinel addresses, the primary's name in Sentinel, the DB). After each enqueue the
+    # signup waits until this many replicas have the job (WAIT), at most RQ_WAIT_TIMEOUT_MS;
+    # unset: 1 when RQ_REDIS_URL is a Sentinel URL, else 0 (no wait).
+    RQ_WAIT_REPLICAS = env.int("RQ_WAIT_REPLICAS", None)
+    RQ_WAIT_TIMEOUT_MS = env.int("RQ_WAIT_TIMEOUT_MS", 500)
+    # --8<-- [end:sentinel]
+
     # --8<-- [start:cache]
     # Cache: the seed's `expires_in: 90.minutes`, under the `cache:` prefix, stored as JSON.
-    CACHE_TYPE = "RedisCache"
+    # RedisCache on the app's own `cache` client (plain or Sentinel, see app/connections.py).
+    CACHE_TYPE = "app.connections.RoleRedisCache"
     CACHE_KEY_PREFIX = "cache:"
     CACHE_DEFAULT_TIMEOUT = env.int("CACHE_DEFAULT_TIMEOUT", 90 * 60)
     # Stored as JSON: create_app() sets CACHE_SERIALIZER (the default pickles, and unpickles).
@@ -45,7 +55,10 @@ class Config:
     SESSION_TYPE = "redis"
     SESSION_KEY_PREFIX = "session:"
     SESSION_SERIALIZATION_FORMAT = "json"
-    SESSION_PERMANENT = True
+    # Anonymous sessions (a form's CSRF token) live an hour; signing in makes the session
+    # permanent, and only then does it live PERMANENT_SESSION_LIFETIME (app/sessions.py).
+    SESSION_PERMANENT = False
+    ANONYMOUS_SESSION_LIFETIME = env.int("ANONYMOUS_SESSION_LIFETIME", 3600)
     PERMANENT_SESSION_LIFETIME = env.int("SESSION_LIFETIME", 14 * 24 * 3600)
     SESSION_COOKIE_NAME = "session"
     SESSION_COOKIE_HTTPONLY = True
@@ -63,6 +76,12 @@ class Config:
     MAIL_FAILURE_TTL = env.int("MAIL_FAILURE_TTL", 30 * 24 * 3600)
     MAIL_SENT_MARKER_TTL = env.int("MAIL_SENT_MARKER_TTL", 7 * 24 * 3600)
     # --8<-- [end:jobs]
+    # The outbox sweeper (app/outbox.py) enqueues again a committed mail whose job is not in
+    # Redis once it is this old: longer than any web request's enqueue can take.
+    OUTBOX_GRACE_SECONDS = env.int("OUTBOX_GRACE_SECONDS", 60)
+    OUTBOX_SWEEP_INTERVAL = env.int("OUTBOX_SWEEP_INTERVAL", 30)
+    # A mail still unsent after this long is dropped (logged): its link would have expired.
+    OUTBOX_GIVE_UP_AFTER = env.int("OUTBOX_GIVE_UP_AFTER", 24 * 3600)
     # Announcements go out in batches of this many users, one job (and one SMTP connection) each.
     ANNOUNCE_BATCH_SIZE = env.int("ANNOUNCE_BATCH_SIZE", 100)
     ANNOUNCE_JOB_TIMEOUT = env.int("ANNOUNCE_JOB_TIMEOUT", 300)
@@ -88,6 +107,26 @@ class Config:
 
     SIGNUP_RATE_LIMIT = env.str("SIGNUP_RATE_LIMIT", "10 per minute")
 
+    # --8<-- [start:hardening]
+    # The site's public address: every absolute URL (the links in mails) is built from it,
+    # never from the Host or X-Forwarded-Host header a request brings (app/site_url.py).
+    SITE_URL = env.str("SITE_URL", "http://localhost:5000")
+    # Hosts the app answers to (Flask refuses others with a 400); None accepts any. With
+    # TRUST_ONLY_SITE_HOST (production) an unset TRUSTED_HOSTS becomes SITE_URL's host alone.
+    TRUSTED_HOSTS = env.list("TRUSTED_HOSTS", None)
+    TRUST_ONLY_SITE_HOST = False
+    # Proxies in front of the app that set X-Forwarded-For/-Proto/-Host (0: none, trust nothing).
+    PROXY_COUNT = env.int("PROXY_COUNT", 0)
+    # Login attempts: per client address, and per account address whoever tries it.
+    LOGIN_RATE_LIMIT = env.str("LOGIN_RATE_LIMIT", "10 per minute")
+    LOGIN_ADDRESS_RATE_LIMIT = env.str("LOGIN_ADDRESS_RATE_LIMIT", "5 per minute;20 per hour")
+    # Request bodies: our forms are a few hundred bytes; anything far bigger gets a 413.
+    MAX_CONTENT_LENGTH = env.int("MAX_CONTENT_LENGTH", 64 * 1024)
+    MAX_FORM_MEMORY_SIZE = env.int("MAX_FORM_MEMORY_SIZE", 16 * 1024)
+    # HSTS: browsers use only HTTPS for this long once they saw the header (production only).
+    HSTS_MAX_AGE = 0
+    # --8<-- [end:hardening]
+
     MAILDIR = env.str("MAILDIR", str(INSTANCE_DIR / "maildir"))
 
     DEV_TOOLS = False
@@ -112,6 +151,9 @@ class TestingConfig(Config):
     MAIL_SUPPRESS_SEND = False
     SQLALCHEMY_DATABASE_URI = env.str("TEST_DATABASE_URL", "sqlite://")
     SIGNUP_RATE_LIMIT = "1000 per minute"
+    LOGIN_RATE_LIMIT = "1000 per minute"
+    LOGIN_ADDRESS_RATE_LIMIT = "1000 per minute"
+    SITE_URL = "http://localhost"  # the test client's own host
     PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"  # still salted and hashed, just cheaper
 
 
@@ -121,14 +163,22 @@ class ProductionConfig(Config):
 
     SESSION_COOKIE_SECURE = True
     REMEMBER_COOKIE_SECURE = True
+    SITE_URL = env.str("SITE_URL", None)
+    TRUST_ONLY_SITE_HOST = True
+    HSTS_MAX_AGE = env.int("HSTS_MAX_AGE", 365 * 24 * 3600)
 
     @classmethod
     def check(cls):
-        """Refuse to start without a real SECRET_KEY."""
+        """Refuse to start without a real SECRET_KEY and the site's https:// address."""
         if not cls.SECRET_KEY or cls.SECRET_KEY == DEV_SECRET_KEY or len(cls.SECRET_KEY) < 32:
             raise RuntimeError(
                 "ProductionConfig needs SECRET_KEY: set it to a random string of at least 32 "
                 'characters, e.g. python -c "import secrets; print(secrets.token_hex(32))"'
+            )
+        if not cls.SITE_URL or not cls.SITE_URL.startswith("https://"):
+            raise RuntimeError(
+                "ProductionConfig needs SITE_URL, the site's public https:// address "
+                "(e.g. SITE_URL=https://mailer.example.com): the links in mails are built from it"
             )
 # --8<-- [end:production]
 

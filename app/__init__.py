@@ -2,8 +2,9 @@
 
 import os
 
-from flask import Flask, render_template
+from flask import render_template
 
+from app.site_url import SiteURLFlask, apply_site_url
 from config import config_by_name
 
 
@@ -14,18 +15,20 @@ def create_app(config_name=None, overrides=None):
     config_name = config_name or os.environ.get("FLASK_CONFIG", "development")
     config_class = config_by_name[config_name]
     config_class.check()
-    app = Flask(__name__, instance_relative_config=True)
+    app = SiteURLFlask(__name__, instance_relative_config=True)
     app.config.from_object(config_class)
     app.config["CONFIG_NAME"] = config_name
     app.config.update(overrides or {})
+    apply_site_url(app)  # links in mails name SITE_URL, whatever Host a request claims
     os.makedirs(app.instance_path, exist_ok=True)
 
     # 2. Redis clients per role, then the extensions that use them.
     register_extensions(app)
-    # 3. Views and error pages, and the page cache in front of them.
+    # 3. Views and error pages; in front of them the page cache and, behind a proxy, ProxyFix.
     register_blueprints(app)
     register_error_handlers(app)
     register_page_cache(app)
+    trust_proxies(app)
     # 4. `flask` commands.
     register_commands(app)
     # 5. Development-only tools (rq-dashboard, mail inbox, previews): never outside development.
@@ -40,21 +43,23 @@ def create_app(config_name=None, overrides=None):
 # --8<-- [start:register_extensions]
 def register_extensions(app):
     """Bind every extension object from app.extensions to this app."""
-    from app import models  # noqa: F401  (registers the models with SQLAlchemy)
-    from app.extensions import cache, csrf, db, limiter, login_manager, mail, migrate, server_session
+    from app import models, outbox  # noqa: F401  (registers the models with SQLAlchemy)
     from app.connections import init_redis
-    from app.serializers import JSONCacheSerializer, JSONOnlySessionSerializer
+    from app.extensions import cache, csrf, db, limiter, login_manager, mail, migrate
+    from app.headers import init_security_headers
+    from app.serializers import JSONCacheSerializer
+    from app.sessions import init_sessions
     from app.sqlite import init_sqlite
 
-    init_redis(app)
+    init_redis(app)  # one client per role, short timeouts for the cache (app.connections)
     db.init_app(app)
     init_sqlite(app, db)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
     mail.init_app(app)
     app.config["CACHE_SERIALIZER"] = JSONCacheSerializer()  # never pickle what Redis hands back
     cache.init_app(app)
-    server_session.init_app(app)
-    app.session_interface.serializer = JSONOnlySessionSerializer()
+    init_sessions(app)  # JSON, short-lived until sign-in, 503 when Redis is down (app.sessions)
+    init_security_headers(app)
     csrf.init_app(app)
     limiter.init_app(app)
     login_manager.init_app(app)
@@ -78,13 +83,29 @@ def register_page_cache(app):
     from app.main.routes import CACHED_PAGES
     from app.page_cache import AnonymousPageCache
 
-    app.wsgi_app = AnonymousPageCache(app, cache, CACHED_PAGES)
+    from app.headers import security_headers
+
+    app.wsgi_app = AnonymousPageCache(app, cache, CACHED_PAGES, security_headers(app.config))
+
+
+def trust_proxies(app):
+    """Behind PROXY_COUNT proxies, take the client address and scheme from their X-Forwarded-* headers.
+
+    The rate limits then count real clients, not the proxy. X-Forwarded-Host may change
+    request.host, never a link in a mail (app.site_url), and TRUSTED_HOSTS still applies.
+    """
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    count = app.config["PROXY_COUNT"]
+    if count:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
 
 
 def register_error_handlers(app):
     """Render readable pages for the errors a user can run into."""
     from flask_wtf.csrf import CSRFError
     from redis.exceptions import RedisError
+    from werkzeug.exceptions import InternalServerError, SecurityError
 
     def error_page(status, title, message):
         return render_template("errors/error.html", status=status, title=title, message=message), status
@@ -93,9 +114,22 @@ def register_error_handlers(app):
     def csrf_error(error):
         return error_page(400, "Form expired", "The form was missing its security token or it expired. Go back, reload the page and try again.")
 
+    @app.errorhandler(400)
+    def bad_request(error):
+        return error_page(400, "Bad request", "The server could not understand this request.")
+
+    @app.errorhandler(SecurityError)
+    def unknown_host(error):
+        # A Host outside TRUSTED_HOSTS: Flask built no URL adapter, so no template with links.
+        return "Bad request: this site does not answer to that host name.", 400, {"Content-Type": "text/plain; charset=utf-8"}
+
     @app.errorhandler(404)
     def not_found(error):
         return error_page(404, "Not found", "There is no page at this address.")
+
+    @app.errorhandler(413)
+    def too_large(error):
+        return error_page(413, "Too much data", "What you sent is far larger than any form here needs. Go back and shorten it.")
 
     @app.errorhandler(429)
     def too_many_requests(error):
@@ -105,6 +139,13 @@ def register_error_handlers(app):
     def redis_unavailable(error):
         app.logger.error("Redis unavailable: %s", error)
         return error_page(503, "Try again shortly", "A service this page needs is unavailable. Nothing was saved; please try again in a minute.")
+
+    @app.errorhandler(InternalServerError)
+    def server_error(error):
+        # A RedisError raised after the view (saving the session) reaches Flask as a 500.
+        if isinstance(error.original_exception, RedisError):
+            return redis_unavailable(error.original_exception)
+        return error_page(500, "Something went wrong", "The error was logged. Please try again later.")
 
 
 def register_commands(app):

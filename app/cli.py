@@ -1,7 +1,9 @@
 """`flask` commands: doctor (is everything wired right?) and redis-peek (what is in Redis?)."""
 
 import json
+import os
 import smtplib
+import socket
 import sys
 import zlib
 
@@ -10,8 +12,8 @@ from flask import current_app
 from flask.cli import with_appcontext
 from rq import Worker
 
-from app.connections import ROLE_KEY_PREFIXES, ROLE_URL_SETTINGS, get_queue, redis_client
-from app.redis_info import role_problems, role_status, scan_keys
+from app.connections import ROLE_KEY_PREFIXES, ROLE_URL_SETTINGS, get_queue, redis_client, sentinel_of
+from app.redis_info import role_problems, role_status, scan_keys, topology_problems
 
 
 def register_cli(app):
@@ -20,6 +22,7 @@ def register_cli(app):
     app.cli.add_command(redis_peek)
     app.cli.add_command(announce_command)
     app.cli.add_command(send_test_mail)
+    app.cli.add_command(outbox_command)
 
 
 def check_worker():
@@ -29,10 +32,26 @@ def check_worker():
         workers = Worker.all(queue=queue)
     except Exception as exc:  # an unreachable jobs Redis is reported by the role check too
         return False, f"cannot list workers: {exc}"
+    # A worker killed without a goodbye stays registered until its key expires (~80 s); on this
+    # machine its pid tells at once whether it still runs.
+    dead = [worker for worker in workers if worker.hostname == socket.gethostname() and not pid_runs(worker.pid)]
+    workers = [worker for worker in workers if worker not in dead]
     if not workers:
-        return False, "no rq worker listens on 'mailers': queued mail waits until one starts (see Procfile)"
+        gone = f" ({len(dead)} registered worker(s) no longer run here)" if dead else ""
+        return False, f"no rq worker listens on 'mailers'{gone}: queued mail waits until one starts (see Procfile)"
     names = ", ".join(worker.name for worker in workers)
     return True, f"{len(workers)} worker(s) on 'mailers': {names}"
+
+
+def pid_runs(pid):
+    """True if a process with this pid exists on this machine."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError, ValueError):
+        return True  # someone else's process, or no pid recorded: assume it runs
+    return True
 
 
 def check_smtp():
@@ -46,13 +65,47 @@ def check_smtp():
     return code == 250, f"{config['MAIL_SERVER']}:{config['MAIL_PORT']} answers ({code})"
 
 
+# --8<-- [start:check_sentinels]
+def check_sentinels():
+    """Return [("sentinel", (ok, text))] for each Sentinel-managed role: its primary, replicas and their lag."""
+    checks, seen = [], set()
+    for role in ROLE_URL_SETTINGS:
+        client = redis_client(role)
+        sentinel = sentinel_of(client)
+        service = getattr(client.connection_pool, "service_name", None)
+        if sentinel is None or (service, client.connection_pool.connection_kwargs.get("db")) in seen:
+            continue
+        seen.add((service, client.connection_pool.connection_kwargs.get("db")))
+        checks.append(("sentinel", describe_replication(role, client, sentinel, service)))
+    return checks
+
+
+def describe_replication(role, client, sentinel, service):
+    """(ok, text) for one Sentinel service: where the primary is, and how far behind each replica is."""
+    try:
+        host, port = sentinel.discover_master(service)
+        info = client.info("replication")
+    except Exception as exc:  # no Sentinel answers, or the primary it names is down
+        return False, f"{service} ({role}): no primary reachable: {exc}"
+    replicas = [value for key, value in sorted(info.items()) if key.startswith("slave") and isinstance(value, dict)]
+    if not replicas:
+        return False, f"{service} ({role}): primary {host}:{port}, no replica connected: a failover has nowhere to go"
+    offset = info.get("master_repl_offset", 0)
+    described = ", ".join(
+        f"{r['ip']}:{r['port']} {r['state']}, lag {r['lag']} s, {offset - r['offset']} bytes behind" for r in replicas
+    )
+    online = all(r["state"] == "online" for r in replicas)
+    return online, f"{service} ({role}): primary {host}:{port}, replica(s) {described}"
+# --8<-- [end:check_sentinels]
+
+
 @click.command("doctor")
 @with_appcontext
 def doctor():
-    """Check each Redis role, a worker on `mailers` and the SMTP server; exit 1 on a problem."""
+    """Check each Redis role and their topology, a worker on `mailers` and the SMTP server; exit 1 on a problem."""
     failed = False
-    for role in ROLE_URL_SETTINGS:
-        status = role_status(role)
+    statuses = {role: role_status(role) for role in ROLE_URL_SETTINGS}
+    for role, status in statuses.items():
         problems = role_problems(status)
         failed |= bool(problems)
         mark = "FAIL" if problems else "ok"
@@ -65,7 +118,13 @@ def doctor():
         click.echo(f"[{mark:4}] {role:8} {detail}")
         for problem in problems:
             click.echo(f"         - {problem}")
-    for name, (ok, text) in (("worker", check_worker()), ("smtp", check_smtp())):
+    # One server for every role is fine in development; in production it lets sessions starve the queue.
+    shared = topology_problems(statuses)
+    strict = current_app.config["CONFIG_NAME"] == "production"
+    failed |= bool(shared) and strict
+    for problem in shared:
+        click.echo(f"[{'FAIL' if strict else 'note':4}] topology {problem}")
+    for name, (ok, text) in (("worker", check_worker()), ("smtp", check_smtp()), *check_sentinels()):
         failed |= not ok
         click.echo(f"[{'ok' if ok else 'FAIL':4}] {name:8} {text}")
     click.echo("Problems found." if failed else "All good.")
@@ -165,3 +224,25 @@ def send_test_mail(address):
             {"email": address, "confirm_url": "http://localhost:5000/auth/confirm/this-is-a-test"},
         )
     click.echo(f"queued job {job.id} on '{job.origin}' ({get_queue('mailers').count} waiting)")
+
+
+# --8<-- [start:outbox]
+@click.group("outbox")
+def outbox_command():
+    """The mail outbox (app/outbox.py): mails committed with their data, until they are sent."""
+
+
+@outbox_command.command("sweep")
+@click.option("--forever", is_flag=True, help="Sweep every OUTBOX_SWEEP_INTERVAL seconds until stopped (the Procfile's `outbox:` line).")
+@with_appcontext
+def outbox_sweep(forever):
+    """Enqueue again the outbox mails whose job Redis lost; clear those that were sent."""
+    from app.outbox import sweep, sweep_forever
+
+    if forever:
+        config = current_app.config
+        click.echo(f"outbox: sweeping every {config['OUTBOX_SWEEP_INTERVAL']}s, grace {config['OUTBOX_GRACE_SECONDS']}s")
+        sweep_forever(config["OUTBOX_SWEEP_INTERVAL"], echo=click.echo)  # until SIGTERM
+    else:
+        click.echo(f"outbox: {sweep()}")
+# --8<-- [end:outbox]

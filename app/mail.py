@@ -14,7 +14,7 @@ from jinja2 import TemplateNotFound
 from rq import Retry, get_current_job
 
 from app.mime import SharedBody, to_bytes
-from app.connections import get_queue, redis_client
+from app.connections import get_queue, redis_client, wait_for_replica
 from app.smtp import MailConnection
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def deliver_later(template, to, subject, context, message_id=None):
     message_id = message_id or new_message_id(template)
     config = current_app.config
     intervals = config["MAIL_RETRY_INTERVALS"]
-    return get_queue("mailers").enqueue(
+    job = get_queue("mailers").enqueue(
         MAIL_JOB,
         kwargs={
             "template": template,
@@ -128,6 +128,8 @@ def deliver_later(template, to, subject, context, message_id=None):
         # Transient failures (and a worker killed mid-send) are retried after these delays.
         retry=Retry(max=len(intervals), interval=intervals) if intervals else None,
     )
+    wait_for_replica()  # a failover right after this answer cannot lose the job (app.connections)
+    return job
 # --8<-- [end:deliver_later]
 
 

@@ -15,34 +15,40 @@ class AnonymousPageCache:
     a cached page's time). Everybody else, a miss, and a Redis error go on to the app,
     whose view renders the page and stores it under the same key.
 
-    Responses from here skip the app's after_request hooks: a header every page must carry
-    belongs in HEADERS as well.
+    Responses from here skip the app's after_request hooks, so the headers every page carries
+    (app.headers' security headers) are passed in and sent here too.
     """
 
     HEADERS = [("Content-Type", "text/html; charset=utf-8"), ("Vary", "Cookie")]
 
-    def __init__(self, app, cache, pages):
+    def __init__(self, app, cache, pages, extra_headers=()):
         """Wrap `app`'s WSGI callable; `pages` maps a path to its key in `cache` (Flask-Caching)."""
         with app.app_context():
             self.backend = cache.cache  # this app's Redis backend: usable without an app context
         self.wsgi_app = app.wsgi_app
         self.pages = pages
+        self.headers = [*self.HEADERS, *extra_headers]
         self.private_cookies = {app.config["SESSION_COOKIE_NAME"], app.config.get("REMEMBER_COOKIE_NAME", REMEMBER_COOKIE_DEFAULT)}
 
     def __call__(self, environ, start_response):
         """Serve the cached page if this visitor may have it, else call the app."""
-        key = self.cache_key(environ)
-        page = None
-        if key is not None:
-            try:
-                page = self.backend.get(key)
-            except RedisError:
-                pass  # the view renders the page, and logs why
+        page = self.cached_page(environ)
         if page is None:
             return self.wsgi_app(environ, start_response)
         body = page.encode()
-        start_response("200 OK", [*self.HEADERS, ("Content-Length", str(len(body)))])
+        start_response("200 OK", [*self.headers, ("Content-Length", str(len(body)))])
         return [body]
+
+    def cached_page(self, environ):
+        """The cached page for this request, or None (not cacheable, a miss, a bad entry, Redis down or hung)."""
+        key = self.cache_key(environ)
+        if key is None:
+            return None
+        try:
+            page = self.backend.get(key)
+        except RedisError:
+            return None  # the view renders the page, and logs why
+        return page if isinstance(page, str) else None  # anything but a page is a miss
 
     def cache_key(self, environ):
         """The cache key for this request, or None if it is not a plain GET of a cached page by a stranger."""

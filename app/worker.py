@@ -11,6 +11,7 @@ from rq.worker import SimpleWorker
 from config import Config
 
 # Read by `rq worker -c app.worker`: the jobs Redis and the queues, in priority order.
+# (rq reads a redis+sentinel:// URL through --connection-class app.connections.FailoverRedis.)
 REDIS_URL = Config.RQ_REDIS_URL
 QUEUES = Config.RQ_QUEUES
 
@@ -46,6 +47,8 @@ class FlaskWorker(SimpleWorker):
         self.flask_app = create_app()
         self.flask_app.extensions["smtp_connection"] = KeptConnection()
         super().__init__(*args, **kwargs)
+        # Jobs write their sent-markers on the worker's own connection, which waits a failover out.
+        self.flask_app.extensions["redis"]["jobs"] = self.connection
 
     def perform_job(self, job, queue, execution):
         """Run one job inside a fresh app context."""
@@ -73,6 +76,23 @@ class FlaskWorker(SimpleWorker):
             return
         super().check_for_suspension(burst)
         self._suspension_checked_at = time.monotonic()
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        """Wait for a job in one-second slices, looking for `rq suspend` between them.
+
+        RQ's own wait never returns while the worker is idle, so an idle worker took the next
+        job even after `rq suspend`. Burst mode (no timeout) is left to RQ.
+        """
+        if timeout is None:
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        idle_since = time.monotonic()
+        while True:
+            result = super().dequeue_job_and_maintain_ttl(1, max_idle_time=1)
+            if result is not None or self._stop_requested:
+                return result
+            if max_idle_time is not None and time.monotonic() - idle_since >= max_idle_time:
+                return None
+            self.check_for_suspension(False)
 
     def handle_execution_ended(self, job, queue, heartbeat_ttl):
         """Note the job's end time, without a round trip of its own.

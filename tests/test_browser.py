@@ -42,7 +42,9 @@ def dev_web(app, tmp_path):
     """gunicorn serving the development config (inbox and dashboard on) on the test servers."""
     env = process_env(app)
     env.update(FLASK_CONFIG="development", DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"], MAILDIR=app.config["MAILDIR"])
-    web = WebProcess(env, tmp_path / "web.log").start()
+    web = WebProcess(env, tmp_path / "web.log")
+    env["SITE_URL"] = web.base_url  # the links in mails point at this server
+    web.start()
     yield web
     web.stop()
 
@@ -98,3 +100,71 @@ def test_signup_inbox_confirm_login_dashboard(browser_page, dev_web, worker_env,
     page.wait_for_selector("#redis-roles")
     shot(page, "08-dev-hub")
     assert os.path.getsize(SHOTS / "07-rq-dashboard.png") > 10_000
+
+
+def test_dashboard_queue_table_fits_its_panel_at_1100_px(app, browser_page, dev_web):
+    from tests.support import mailers_queue
+
+    mailers_queue(app).enqueue("builtins.print", "a row for the queue table")  # no worker: it stays queued
+    page = browser_page
+    page.set_viewport_size({"width": 1100, "height": 700})
+    page.goto(dev_web.base_url + "/rq/")
+    page.wait_for_selector("#queues tr[data-role=queue]")
+    table = page.locator("#queues").bounding_box()
+    panel = page.locator(".section").first.bounding_box()
+    assert table["x"] + table["width"] <= panel["x"] + panel["width"], (table, panel)
+    shot(page, "09-rq-dashboard-1100px")
+
+
+@pytest.fixture()
+def built_site(tmp_path):
+    """The docs built with mkdocs and served from a local HTTP server on loopback."""
+    import functools
+    import http.server
+    import subprocess
+    import sys
+    import threading
+
+    from tests.support import ROOT
+
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+                   cwd=ROOT, check=True, capture_output=True, timeout=120)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+
+    class QuietHandler(handler.func):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_docs_diagrams_render_offline(browser_page, built_site):
+    import re
+
+    from tests.support import ROOT
+
+    page = browser_page
+    page.set_viewport_size({"width": 1280, "height": 900})
+    # Offline: every request that leaves the local site is refused (a CDN copy of mermaid included).
+    page.route(re.compile(r"^(?!" + re.escape(built_site) + ").*"), lambda route: route.abort())
+    pages = [path.stem for path in sorted((ROOT / "docs").glob("*.md")) if "```mermaid" in path.read_text()]
+    assert {"index", "rq", "cache", "sessions", "deploying"} <= set(pages)
+    for name in pages:
+        blocks = (ROOT / "docs" / f"{name}.md").read_text().count("```mermaid")
+        page.goto(f"{built_site}/{'' if name == 'index' else name + '/'}")
+        # Material swaps each <pre class="mermaid"> source for a <div class="mermaid"> holding the
+        # SVG (in a closed shadow root, so we look at the swap and the drawing's size).
+        page.wait_for_function(
+            f"document.querySelectorAll('div.mermaid').length >= {blocks}"
+            " && !document.querySelector('pre.mermaid')"
+        )
+        page.add_style_tag(content=".md-header { display: none; }")  # not over the screenshots
+        for number, diagram in enumerate(page.locator("div.mermaid").all(), start=1):
+            assert diagram.bounding_box()["height"] > 100, f"{name}: diagram {number} is empty"
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            diagram.screenshot(path=str(SHOTS / f"diagram-{name}-{number}.png"))

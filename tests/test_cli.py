@@ -19,6 +19,14 @@ def test_doctor_fails_without_a_worker(app, runner):
     assert "no rq worker listens on 'mailers'" in result.output
 
 
+def test_doctor_fails_at_once_when_the_worker_was_killed(app, runner, worker_env, start_worker):
+    worker = start_worker(worker_env)
+    worker.kill_all()  # SIGKILL: it cannot unregister; its key would linger for about 80 s
+    result = runner.invoke(args=["doctor"])
+    assert result.exit_code == 1
+    assert "no rq worker listens on 'mailers' (1 registered worker(s) no longer run here)" in result.output
+
+
 def test_doctor_flags_redis_without_persistence(tmp_path, make_app, smtp_server):
     server = RedisServer(tmp_path, persistence=False).start()
     try:
@@ -50,8 +58,8 @@ def test_redis_peek_shows_the_signed_in_session_as_json(app, client, runner):
 
 
 def test_redis_peek_lists_each_role(app, client, runner):
-    client.get("/")
-    signup(client, "ada@example.com")
+    signup(client, "ada@example.com")  # a signup forgets the cached home page ...
+    app.test_client().get("/")  # ... and a stranger's visit stores it again
     result = runner.invoke(args=["redis-peek"])
     assert result.exit_code == 0, result.output
     for heading in ("== jobs", "== cache", "== sessions"):

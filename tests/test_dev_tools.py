@@ -79,3 +79,49 @@ def test_dashboard_lists_failed_json_jobs(app, client, dev_app, smtp_server, run
     assert job_id in listed.get_data(as_text=True)
     assert dashboard.get(f"/rq/0/data/job/{job_id}.json").status_code == 200
     assert dashboard.get("/rq/0/view/jobs", follow_redirects=True).status_code == 200
+
+
+def test_rq_suspend_pauses_an_idle_worker_and_rq_resume_lets_it_go_on(app, client, smtp_server, worker_env, start_worker):
+    import redis
+    from rq import Worker
+    from rq.suspension import resume, suspend
+
+    start_worker(worker_env)  # idle: waiting for a job, as the one python3 dev.py runs usually is
+    connection = redis.Redis.from_url(app.config["RQ_REDIS_URL"])
+    suspend(connection)
+    wait_for(lambda: [w.get_state() for w in Worker.all(connection=connection)] == ["suspended"],
+             timeout=30, message="the idle worker to see `rq suspend`")
+    signup(client, "ada@example.com")
+    queue = mailers_queue(app)
+    assert queue.count == 1 and smtp_server.messages == []  # a suspended worker takes no job
+    resume(connection)
+    smtp_server.wait_for_messages(1)
+    wait_for(lambda: queue.count == 0, timeout=10, message="the queue to empty")
+
+
+def test_dashboard_pages_link_the_stylesheet_that_fits_their_tables(dev_app):
+    html = dev_app.test_client().get("/rq/", follow_redirects=True).get_data(as_text=True)
+    assert 'href="/dev/static/dashboard.css"' in html
+    with dev_app.test_client().get("/dev/static/dashboard.css") as css:
+        assert css.status_code == 200 and b"table#queues" in css.data
+
+
+def test_flask_redis_talks_to_the_apps_redis(dev_app):
+    runner = dev_app.test_cli_runner()
+    assert runner.invoke(args=["redis", "ping"]).output == "PONG\n"
+    assert runner.invoke(args=["redis", "config", "get", "appendonly"]).output == "appendonly\nyes\n"
+    assert runner.invoke(args=["redis", "llen", "rq:queue:mailers"]).output == "0\n"
+    failed = runner.invoke(args=["redis", "no-such-command"])
+    assert failed.exit_code == 1 and "Error: ResponseError" in failed.output
+
+
+def test_dev_web_server_watches_only_the_projects_own_files():
+    from app.dev.devserver import changed_file, watched_paths
+
+    watched = watched_paths()
+    assert ROOT / "app" / "__init__.py" in watched and ROOT / "config.py" in watched
+    assert all(ROOT in path.parents for path in watched)
+    assert not [path for path in watched if ".venv" in path.parts or "site-packages" in path.parts]
+    assert len(watched) < 500  # the project's files, not a Python installation's
+    assert changed_file({ROOT / "a.py": 1}, {ROOT / "a.py": 2}) == ROOT / "a.py"
+    assert changed_file({ROOT / "a.py": 1}, {ROOT / "a.py": 1}) is None

@@ -1,40 +1,78 @@
-"""The docs: the site builds strictly, and every page's checkpoint runs on a fresh instance.
+"""The docs as a learner follows them: every checkpoint, page after page, on a fresh clone.
 
 A checkpoint is a ```console block right after `<!-- checkpoint -->`: `$ ` lines are commands,
-the lines under each are text its output must contain, in order (`...` matches anything).
+the lines under each are a part of its output, in order (`...` matches anything).
+
+The contract: terminal 1 runs `python3 dev.py` in a fresh copy of the project (the README's
+first command), the README's browser signup is done over HTTP, and terminal 2 is one bash
+shell that has only what the pages told the learner: it starts in the project's folder with
+no app setting in its environment, and the pages' own commands (`source .venv/bin/activate`,
+`rq suspend`, ...) are all it gets. The pages run in the nav's order, in one continuous state.
+Both terminals live in a network namespace of their own: a laptop where nothing listens on
+6379, 5000 or 1025 (this machine's shared Redis is on 6379). It runs twice: without a `.env`,
+and with `.env` copied from `.env.example` with other ports.
 """
 
+import os
+import queue
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, RecordingSMTP, RedisServer, free_port, learner_env
+from tests.support import ROOT, wait_for
 
 DOCS = ROOT / "docs"
 CHECKPOINT = re.compile(r"<!-- checkpoint -->\s*```console\n(.*?)```", re.S)
+NAV_ENTRY = re.compile(r"^\s*-\s[^:]+:\s*(\S+\.md)\s*$")
+DONE = "__checkpoint_command_done__"
+TRANSCRIPTS = ROOT / "test-artifacts" / "docs-transcripts"  # what terminal 2 printed, per run
 
 
-def checkpoints():
-    """(page, [(command, [expected lines])]) for every page with a checkpoint."""
-    found = []
-    for page in sorted(DOCS.glob("*.md")):
-        for block in CHECKPOINT.findall(page.read_text()):
-            steps = []
-            for line in block.splitlines():
-                if line.startswith("$ "):
-                    steps.append((line[2:], []))
-                elif line.strip():
-                    steps[-1][1].append(line.strip())
-            found.append(pytest.param(steps, id=page.stem))
-    return found
+def nav_pages():
+    """The docs pages in the order of mkdocs.yml's nav."""
+    return [
+        match.group(1)[:-3]
+        for line in (ROOT / "mkdocs.yml").read_text().splitlines()
+        if (match := NAV_ENTRY.match(line))
+    ]
 
 
-def test_every_page_has_a_checkpoint():
+def checkpoint_steps(page):
+    """[(command, [expected lines])] of a page's checkpoint blocks."""
+    steps = []
+    for block in CHECKPOINT.findall((DOCS / f"{page}.md").read_text()):
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                steps.append((line[2:], []))
+            elif line.strip():
+                steps[-1][1].append(line.strip())
+    return steps
+
+
+def matches(expected, output, position):
+    """Find `expected` (with `...` as a wildcard) in output from position; return the end or -1."""
+    pattern = ".*?".join(re.escape(part) for part in expected.split("..."))
+    found = re.compile(pattern).search(output, position)
+    return found.end() if found else -1
+
+
+def test_every_page_has_a_checkpoint_and_a_place_in_the_nav():
     pages = {path.stem for path in DOCS.glob("*.md")}
-    with_checkpoint = {param.id for param in checkpoints()}
-    assert pages == with_checkpoint, pages - with_checkpoint
+    assert pages == set(nav_pages()), pages ^ set(nav_pages())
+    assert not [page for page in pages if not checkpoint_steps(page)]
+
+
+def test_matches_reads_dots_as_a_wildcard_and_keeps_the_order():
+    assert matches("queued job mail-... on 'mailers'", "queued job mail-12ab on 'mailers' (1 waiting)", 0) > 0
+    assert matches("Job OK", "Listening\nJob OK", 0) > 0
+    assert matches("first", "first second", matches("second", "first second", 0)) == -1
 
 
 def test_site_builds_strictly(tmp_path):
@@ -46,43 +84,207 @@ def test_site_builds_strictly(tmp_path):
     assert (tmp_path / "site" / "index.html").exists()
 
 
-def matches(expected, output, position):
-    """Find `expected` (with `...` as a wildcard) in output from position; return the end or -1."""
-    pattern = ".*?".join(re.escape(part) for part in expected.split("..."))
-    found = re.compile(pattern).search(output, position)
-    return found.end() if found else -1
+# --- the learner's laptop -------------------------------------------------------------------
+
+def learner_base_env():
+    """What a new terminal has: the system's PATH (no virtualenv), HOME, locale; no app setting."""
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(part for part in os.environ.get("PATH", "").split(os.pathsep) if part != venv_bin)
+    env = {"PATH": path, "HOME": os.environ.get("HOME", "/root"), "TERM": "dumb", "LANG": "C.UTF-8"}
+    for name in ("USER", "LOGNAME", "SHELL", "TMPDIR"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
 
 
-@pytest.fixture()
-def fresh_instance(tmp_path):
-    """A learner's shell: own Redis (AOF), an SMTP catcher, a new database, the project's venv."""
-    redis_dir = tmp_path / "redis"
-    redis_dir.mkdir()
-    redis_server = RedisServer(redis_dir).start()
-    smtp = RecordingSMTP(tmp_path / "maildir", port=free_port())
-    smtp.start()
-    env = learner_env(
-        FLASK_CONFIG="development",
-        REDIS_URL=redis_server.url,
-        DATABASE_URL=f"sqlite:///{tmp_path / 'app.sqlite'}",
-        MAIL_PORT=smtp.port,
-        MAILDIR=tmp_path / "maildir",
-    )
-    subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env,
-                   capture_output=True, check=True, timeout=60)
-    yield env
-    smtp.stop()
-    redis_server.stop()
+class Laptop:
+    """A network namespace with only a loopback: nothing listens there until we start it."""
+
+    def __init__(self, name):
+        """Create the namespace and bring its loopback up, or skip the test saying why."""
+        self.name = name
+        made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+        if made.returncode != 0:
+            pytest.skip(f"cannot create a network namespace (needs root and iproute2): {made.stderr.strip()}")
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+
+    def command(self, *args):
+        """A command line that runs `args` inside the namespace."""
+        return ["ip", "netns", "exec", self.name, *map(str, args)]
+
+    def remove(self):
+        """Kill whatever still runs in the namespace (only what this test started), then delete it."""
+        listed = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True)
+        for pid in listed.stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        subprocess.run(["ip", "netns", "delete", self.name], capture_output=True)
 
 
-@pytest.mark.parametrize("steps", checkpoints())
-def test_checkpoint(steps, fresh_instance):
-    for command, expected_lines in steps:
-        result = subprocess.run(["bash", "-c", command], cwd=ROOT, env=fresh_instance,
-                                capture_output=True, text=True, timeout=180)
-        output = result.stdout + result.stderr
-        position = 0
-        for expected in expected_lines:
-            end = matches(expected, output, position)
-            assert end >= 0, f"$ {command}\nexpected: {expected}\n--- output ---\n{output[-3000:]}"
-            position = end
+class Terminal:
+    """Terminal 2: one long-lived bash in the project's folder; state (cd, source, export) carries over."""
+
+    def __init__(self, laptop, folder, env):
+        """Start bash inside the laptop."""
+        self.process = subprocess.Popen(
+            laptop.command("bash", "--noprofile", "--norc"), cwd=folder, env=env, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.lines = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        """Move bash's output, line by line, into the queue."""
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def run(self, command, timeout=240):
+        """Type one command; return (its output with stderr, exit status)."""
+        self.process.stdin.write(f"{command} < /dev/null 2>&1\nprintf '\\n{DONE} %s\\n' \"$?\"\n")
+        self.process.stdin.flush()
+        output, deadline = [], time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                return "".join(output) + f"\n[no prompt after {timeout} s]", None
+            if line is None:
+                return "".join(output) + "\n[the shell exited]", None
+            if line.startswith(DONE):
+                return "".join(output), int(line.split()[1])
+            output.append(line)
+
+    def close(self):
+        """End the shell (by its pid)."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process.stdin.close()
+        self.process.stdout.close()
+
+
+def fresh_clone(destination):
+    """The project's tracked (and new, not ignored) files, as a `git clone` would give them, sharing this venv."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, check=True,
+    ).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    # pip would need the network: the clone uses the venv this test runs in, whose
+    # requirements stamp matches, so `python3 dev.py` finds it set up.
+    (destination / ".venv").symlink_to(Path(sys.prefix))
+    return destination
+
+
+SIGNUP = """
+import re, sys, time
+sys.path.insert(0, sys.argv[2])
+from tests.support import Browser
+browser = Browser(sys.argv[1])
+status, _ = browser.submit("/auth/signup", {"email": "learner@example.com", "password": "long enough pw", "password2": "long enough pw"})
+assert status == 302, status
+for _ in range(300):
+    _, inbox = browser.request("/dev/mail/")
+    if "Confirm your account" in inbox:
+        break
+    time.sleep(0.1)
+else:
+    sys.exit("the confirmation mail never reached the inbox")
+key = inbox.split('href="/dev/mail/')[1].split('"')[0]
+_, mail = browser.request("/dev/mail/" + key)
+link = re.search(r'href="https?://[^/"]+(/auth/confirm/[^"]+)"', mail).group(1)
+status, _ = browser.request(link)
+assert status in (200, 302), status
+status, _ = browser.submit("/auth/login", {"email": "learner@example.com", "password": "long enough pw"})
+assert status == 302, status
+print("signed up, confirmed and logged in")
+"""
+
+
+def with_ports(example, ports):
+    """.env.example with the given settings uncommented and set."""
+    text = example
+    for name, value in ports.items():
+        text, count = re.subn(rf"^#?\s*{name}=.*$", f"{name}={value}", text, count=1, flags=re.M)
+        assert count == 1, f".env.example does not mention {name}"
+    return text
+
+
+RUNS = {
+    "no-dotenv": None,
+    "dotenv-other-ports": {"PORT": "5001", "MAIL_PORT": "1026", "REDIS_URL": "redis://localhost:6380/0"},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", RUNS)
+def test_learner_follows_every_page(run, tmp_path):
+    if not hasattr(sys, "real_prefix") and sys.prefix == sys.base_prefix:
+        pytest.skip("run the tests from the project's virtualenv (python3 dev.py test)")
+    if shutil.which("ip") is None:
+        pytest.skip("no `ip` command (iproute2): cannot build the learner's laptop")
+    laptop = Laptop(f"docs-{os.getpid()}-{run}")
+    clone = fresh_clone(tmp_path / "flask-mailer")
+    port = "5000"
+    if RUNS[run]:
+        (clone / ".env").write_text(with_ports((clone / ".env.example").read_text(), RUNS[run]))
+        port = RUNS[run]["PORT"]
+    env = learner_base_env()
+    dev_log = tmp_path / "terminal-1.log"
+    terminal_1 = terminal_2 = transcript = None
+    try:
+        with open(dev_log, "wb") as log:
+            terminal_1 = subprocess.Popen(laptop.command("python3", "dev.py"), cwd=clone, env=env, stdin=subprocess.DEVNULL,
+                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: b"==> all running" in dev_log.read_bytes() or terminal_1.poll() is not None,
+                 timeout=180, interval=0.2, message="python3 dev.py to start")
+        assert terminal_1.poll() is None, f"python3 dev.py exited:\n{dev_log.read_text()[-4000:]}"
+
+        signup = subprocess.run(laptop.command(sys.executable, "-c", SIGNUP, f"http://127.0.0.1:{port}", ROOT),
+                                capture_output=True, text=True, timeout=120)
+        assert signup.returncode == 0, f"the README's browser signup failed:\n{signup.stdout}{signup.stderr}"
+
+        terminal_2 = Terminal(laptop, clone, env)
+        TRANSCRIPTS.mkdir(parents=True, exist_ok=True)
+        transcript = open(TRANSCRIPTS / f"{run}.log", "w")
+        for page in nav_pages():
+            for command, expected_lines in checkpoint_steps(page):
+                output, status = terminal_2.run(command)
+                transcript.write(f"## docs/{page}.md\n$ {command}\n{output}[exit {status}]\n")
+                transcript.flush()
+                position = 0
+                for expected in expected_lines:
+                    end = matches(expected, output, position)
+                    if end < 0:
+                        pytest.fail(
+                            f"\n[{run}] docs/{page}.md, checkpoint command:\n    $ {command}\n"
+                            f"expected (in order, `...` = anything):\n    {expected}\n"
+                            f"exit status: {status}\n--- actual output ---\n{output[-3000:]}\n"
+                            f"--- terminal 1 (python3 dev.py), last lines ---\n{dev_log.read_text()[-2500:]}",
+                            pytrace=False,
+                        )
+                    position = end
+
+        stop_from = len(dev_log.read_bytes())
+        os.killpg(terminal_1.pid, signal.SIGINT)  # Ctrl-C in terminal 1
+        terminal_1.wait(timeout=90)
+        after_ctrl_c = dev_log.read_bytes()[stop_from:].decode(errors="replace")
+        assert "Traceback" not in after_ctrl_c and "==> stopped" in after_ctrl_c, after_ctrl_c[-4000:]
+        assert terminal_1.returncode == 0, after_ctrl_c[-4000:]
+    finally:
+        if transcript:
+            transcript.close()
+        if terminal_2:
+            terminal_2.close()
+        if terminal_1 and terminal_1.poll() is None:
+            os.killpg(terminal_1.pid, signal.SIGKILL)
+            terminal_1.wait(timeout=10)
+        laptop.remove()

@@ -178,15 +178,3 @@ def test_double_submit_one_user_one_mail(app, smtp_server, run_worker, fault_rep
         assert db.session.scalar(db.select(db.func.count(User.id))) == 1
     row = report(fault_report, "double submit of one signup", 1, smtp_server.messages, 0)
     assert row["delivered"] == 1 and row["duplicates"] == 0
-
-
-def test_queue_redis_down_during_signup_is_a_503_and_leaves_no_user(make_app, redis_url):
-    from tests.support import free_port
-
-    dead = f"redis://127.0.0.1:{free_port()}/0"
-    app = make_app(redis_url, RQ_REDIS_URL=dead)
-    response = signup(app.test_client(), "ada@example.com")
-    assert response.status_code == 503
-    assert "Nothing was saved" in response.get_data(as_text=True)
-    with app.app_context():
-        assert db.session.scalar(db.select(db.func.count(User.id))) == 0

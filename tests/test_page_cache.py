@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.support import csrf_token, login, signup
+from tests.support import confirm_link, csrf_token, login, signup
 
 
 @pytest.fixture()
@@ -60,3 +60,24 @@ def test_other_requests_go_to_the_app(app, app_calls, method, path):
 def _logout_token(client):
     """The CSRF token of the signed-in page's logout form."""
     return csrf_token(client.get("/auth/unconfirmed").get_data(as_text=True))
+
+
+def test_a_cached_page_carries_every_header_the_app_sets(app, app_calls):
+    rendered = app.test_client().get("/")  # rendered by the view, through the app's after_request hooks
+    served = app.test_client().get("/")  # from the page cache, which skips them
+    assert len(app_calls) == 1, "the second visit should have come from the cache"
+    assert "Content-Security-Policy" in rendered.headers  # app.headers ran on the rendered page
+    ignored = {"Date"}
+    assert {k: v for k, v in served.headers.items() if k not in ignored} == {
+        k: v for k, v in rendered.headers.items() if k not in ignored
+    }
+
+
+def test_signup_and_confirmation_show_on_the_cached_home_page_at_once(app, client, smtp_server, run_worker):
+    assert "<strong>0</strong> users" in app.test_client().get("/").get_data(as_text=True)  # cached now
+    signup(client, "ada@example.com")
+    assert "<strong>1</strong> users, <strong>0</strong> confirmed" in app.test_client().get("/").get_data(as_text=True)
+    run_worker()
+    (message,) = smtp_server.wait_for_messages(1)
+    app.test_client().get(confirm_link(message).split("localhost", 1)[1])
+    assert "<strong>1</strong> users, <strong>1</strong> confirmed" in app.test_client().get("/").get_data(as_text=True)

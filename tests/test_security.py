@@ -159,3 +159,24 @@ def test_passwords_are_stored_salted_and_hashed(app, client):
     from config import Config
 
     assert Config.PASSWORD_HASH_METHOD == "scrypt"  # outside the tests
+
+
+def test_the_dev_dashboard_never_unpickles_a_jobs_meta(app, client, planted):
+    payload, marker = planted
+    signup(client, "ada@example.com")
+    connection = redis.Redis.from_url(app.config["RQ_REDIS_URL"])
+    queue = Queue("mailers", connection=connection, serializer=JSONSerializer)
+    job = queue.jobs[0]
+    queue.failed_job_registry.add(job, exc_string="failed, so the dashboard offers requeue")
+    job_id = job.id
+    connection.hset(f"rq:job:{job_id}", "meta", payload)  # what rq's default serializer would unpickle
+
+    dev = create_app("development", {**redis_overrides(app.config["REDIS_URL"]), "SQLALCHEMY_DATABASE_URI": "sqlite://"})
+    dashboard = dev.test_client()
+    page = dashboard.get("/rq/0/view/queues", follow_redirects=True).get_data(as_text=True)
+    token = {"X-CSRFToken": page.split("'X-CSRFToken': '")[1].split("'")[0]}
+    assert dashboard.get(f"/rq/0/view/job/{job_id}").status_code == 200
+    assert dashboard.get(f"/rq/0/data/job/{job_id}.json").status_code == 200
+    assert dashboard.post(f"/rq/job/{job_id}/requeue", headers=token).status_code == 200
+    assert dashboard.post(f"/rq/job/{job_id}/delete", headers=token).status_code == 200
+    assert not marker.exists()

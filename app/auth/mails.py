@@ -20,19 +20,20 @@ def claim_notice(user):
 
 
 # --8<-- [start:send_confirmation]
-def send_confirmation(user, first=False):
-    """Enqueue the mail with the signed confirmation link."""
+def confirmation_mail(user):
+    """deliver_later()'s arguments for the mail with the signed confirmation link."""
     confirm_url = url_for("auth.confirm", token=make_confirm_token(user), _external=True)
-    job = deliver_later(
-        "email/confirm",
-        to=user.email,
-        subject="Confirm your account",
-        context={"email": user.email, "confirm_url": confirm_url},
-    )
-    if first:
-        # The signup itself counts as this window's notice: a second submit sends nothing more.
-        claim_notice(user)
-    return job
+    return {
+        "template": "email/confirm",
+        "to": user.email,
+        "subject": "Confirm your account",
+        "context": {"email": user.email, "confirm_url": confirm_url},
+    }
+
+
+def send_confirmation(user):
+    """Enqueue a fresh confirmation mail (the resend button; signup goes through the outbox)."""
+    return deliver_later(**confirmation_mail(user))
 
 # --8<-- [end:send_confirmation]
 

@@ -1,18 +1,24 @@
 """Signup -> confirmation mail -> confirm -> login, plus resend and logout."""
 
+import secrets
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.auth import bp
-from app.auth.forms import LoginForm, LogoutForm, ResendForm, SignupForm
-from app.auth.mails import notify_existing_account, send_confirmation
+from app.auth.forms import LoginForm, LogoutForm, ResendForm, SignupForm, normalize_email
+from app.auth.mails import claim_notice, confirmation_mail, notify_existing_account, send_confirmation
 from app.auth.tokens import TokenExpired, TokenInvalid, read_confirm_token
 from app.extensions import db, limiter
+from app.main.routes import forget_home_page
 from app.models import User, utcnow
+from app.outbox import deliver_staged, stage_mail
 
 
 def signup_rate_limit():
@@ -20,9 +26,35 @@ def signup_rate_limit():
     return current_app.config["SIGNUP_RATE_LIMIT"]
 
 
-def normalize_email(address):
-    """Compare addresses case-insensitively, the way people expect."""
-    return address.strip().lower()
+def login_rate_limit():
+    """The per-client login limit (LOGIN_RATE_LIMIT)."""
+    return current_app.config["LOGIN_RATE_LIMIT"]
+
+
+def login_address_rate_limit():
+    """The per-account-address login limit (LOGIN_ADDRESS_RATE_LIMIT), whoever tries it."""
+    return current_app.config["LOGIN_ADDRESS_RATE_LIMIT"]
+
+
+def login_address_key():
+    """Rate-limit key: the address being tried, normalised, so spreading guesses over clients does not help."""
+    return "login:" + normalize_email(request.form.get("email", ""))
+
+
+@lru_cache(maxsize=4)
+def dummy_password_hash(method):
+    """A hash of a random password, to check against when the address has no account."""
+    return generate_password_hash(secrets.token_hex(16), method=method)
+
+
+def spend_password_check(password):
+    """Check `password` against a dummy hash: an unknown address costs what a known one does."""
+    check_password_hash(dummy_password_hash(current_app.config["PASSWORD_HASH_METHOD"]), password)
+
+
+def spend_password_hash(password):
+    """Hash `password` and drop it: signing up an existing address costs what a new one does."""
+    generate_password_hash(password, method=current_app.config["PASSWORD_HASH_METHOD"])
 
 
 # --8<-- [start:signup]
@@ -39,33 +71,39 @@ def signup():
     existing = db.session.scalar(select(User).filter_by(email=email))
     if existing is None:
         existing = create_account(email, form.password.data)
+        forget_home_page()  # the user count changed
+    else:
+        spend_password_hash(form.password.data)  # same cost as creating the account: no timing tell
     if existing is not None:
         notify_existing_account(existing)
     return redirect(url_for("auth.check_inbox"))
 
 
 def create_account(email, password):
-    """Commit a new user, then enqueue the confirmation; return the existing user on a race.
+    """Commit a new user with its confirmation mail, then enqueue it; return the existing user on a race.
 
-    The job is enqueued only after the commit, so the worker can never see a user that is
-    not there. If the enqueue fails (the queue's Redis is down), the user row is removed
-    again: no account is left without its pending confirmation mail.
+    The user and its outbox row are one transaction: either both exist or neither. The job is
+    enqueued only after the commit, so the worker can never see a user that is not there. If
+    the enqueue fails (the queue's Redis is down) or the process dies before it, the outbox
+    sweeper enqueues the mail later (app/outbox.py): the visitor still sees "check your inbox".
     """
     user = User(email=email)
     user.set_password(password)
     db.session.add(user)
     try:
+        db.session.flush()  # gives the user its id, which the signed link carries
+        mail = stage_mail(**confirmation_mail(user))
         db.session.commit()
     except IntegrityError:
         # Two submits of the same address at once: the other one created the account.
         db.session.rollback()
         return db.session.scalar(select(User).filter_by(email=email))
     try:
-        send_confirmation(user, first=True)
-    except Exception:
-        db.session.delete(user)
-        db.session.commit()
-        raise  # a RedisError becomes the 503 page (see register_error_handlers)
+        deliver_staged(mail)
+        # The signup itself counts as this window's notice: a second submit sends nothing more.
+        claim_notice(user)
+    except RedisError as exc:
+        current_app.logger.warning("confirmation for user %s left to the outbox sweeper: %s", user.id, exc)
     return None
 
 # --8<-- [end:signup]
@@ -94,6 +132,7 @@ def confirm(token):
 
     user.confirmed_at = utcnow()
     db.session.commit()
+    forget_home_page()  # the confirmed count changed
     flash("Your account is confirmed. Welcome!", "success")
     if current_user.is_authenticated:
         return redirect(url_for("main.index"))
@@ -102,6 +141,8 @@ def confirm(token):
 
 # --8<-- [start:login]
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(login_rate_limit, methods=["POST"])
+@limiter.limit(login_address_rate_limit, key_func=login_address_key, methods=["POST"])
 def login():
     """Sign in; the session gets a new id so one planted before login is worthless."""
     form = LoginForm()
@@ -110,11 +151,14 @@ def login():
         return render_template("auth/login.html", form=form), status
 
     user = db.session.scalar(select(User).filter_by(email=normalize_email(form.email.data)))
+    if user is None:
+        spend_password_check(form.password.data)  # as slow as a wrong password: no timing tell
     if user is None or not user.check_password(form.password.data):
         form.password.errors.append("Invalid email or password.")
         return render_template("auth/login.html", form=form), 400
 
     login_user(user)
+    session.permanent = True  # signed in: the session now lives PERMANENT_SESSION_LIFETIME
     current_app.session_interface.regenerate(session)
     return redirect(safe_next_url(request.args.get("next")) or url_for("main.index"))
 # --8<-- [end:login]

@@ -5,6 +5,7 @@ import rq_dashboard.web
 from flask import abort, current_app, request
 from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup
+from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
@@ -24,10 +25,37 @@ class JSONWorker(Worker):
         return super().all(connection, job_class, queue_class, queue, serializer or JSONSerializer)
 
 
+class JSONJob(Job):
+    """Job.fetch() that reads with the JSON serializer unless told otherwise.
+
+    rq-dashboard 0.9.0's job page, delete and requeue fetch jobs with a bare Job.fetch(), which
+    unpickles the job's `meta` and result: a planted pickle would run code in development.
+    """
+
+    @classmethod
+    def fetch(cls, id, connection=None, serializer=None):
+        """Fetch a job, reading its data, meta and results as JSON."""
+        return super().fetch(id, connection=connection, serializer=serializer or JSONSerializer)
+
+    def get_meta(self, refresh=True):
+        """The job's meta, or a note that it is not JSON (the job page shows it instead of failing)."""
+        try:
+            return super().get_meta(refresh)
+        except ValueError:  # not JSON, e.g. a pickle someone planted: never unpickled
+            return {"unreadable": "meta is not JSON"}
+
+
+def requeue_json_job(job_id, connection, serializer=None):
+    """rq.job.requeue_job(), reading the job as JSON (rq-dashboard passes no serializer)."""
+    return JSONJob.fetch(job_id, connection=connection, serializer=serializer).requeue()
+
+
 def use_json_everywhere():
     """Point rq-dashboard at JSON jobs; its only switches are these module globals."""
     rq_dashboard.web.config.serializer = JSONSerializer
     rq_dashboard.web.Worker = JSONWorker
+    rq_dashboard.web.Job = JSONJob
+    rq_dashboard.web.requeue_job = requeue_json_job
 
 
 CSRF_SCRIPT = (
@@ -48,6 +76,21 @@ def guard_dashboard():
     return None
 
 
+# rq-dashboard's pages run inline scripts and underscore.js templates (`new Function`); the app's
+# CSP (app.headers) forbids both, so its pages get this one, in development only.
+DASHBOARD_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
+)
+
+
+def dashboard_csp(response):
+    """Give rq-dashboard's responses the CSP its inline scripts need."""
+    if request.blueprint == "rq_dashboard":
+        response.headers["Content-Security-Policy"] = DASHBOARD_CSP
+    return response
+
+
 def add_csrf_header(response):
     """Give the dashboard's jQuery POSTs (requeue, delete, empty) the CSRF token they lack."""
     if request.blueprint == "rq_dashboard" and response.mimetype == "text/html" and not response.direct_passthrough:
@@ -66,5 +109,6 @@ def mount_dashboard(app):
     rq_dashboard.web.setup_rq_connection(app)
     app.before_request(guard_dashboard)
     app.after_request(add_csrf_header)
+    app.after_request(dashboard_csp)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=DASHBOARD_PREFIX)
 # --8<-- [end:mount]

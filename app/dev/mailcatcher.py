@@ -15,13 +15,32 @@ from aiosmtpd.controller import Controller
 log = logging.getLogger("mailcatcher")
 
 
+# --8<-- [start:refusals]
+# Two made-up mailboxes let you watch failures with the real worker (docs/failures.md):
+# the catcher answers like a real server that is busy, or that has no such user.
+REFUSALS = {
+    "busy": "451 4.3.0 Mailbox busy, try again later (the dev catcher defers busy@ addresses)",
+    "bounce": "550 5.1.1 No such user here (the dev catcher refuses bounce@ addresses)",
+}
+# --8<-- [end:refusals]
+
+
 class MaildirHandler:
-    """aiosmtpd handler: accept every message and store it, bytes unchanged, in a Maildir."""
+    """aiosmtpd handler: store every message, bytes unchanged, in a Maildir (busy@ and bounce@ are refused)."""
 
     def __init__(self, maildir_path):
         """Open (or create) the Maildir; mailbox makes cur/, new/ and tmp/ only for a new folder."""
         os.makedirs(os.path.dirname(os.path.abspath(maildir_path)), exist_ok=True)
         self.maildir = mailbox.Maildir(maildir_path, create=True)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        """Accept the recipient, unless its mailbox name is one of REFUSALS."""
+        refusal = REFUSALS.get(address.partition("@")[0].lower())
+        if refusal:
+            log.info("refused %s: %s", address, refusal)
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         """Store the message and answer 250."""

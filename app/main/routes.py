@@ -29,6 +29,14 @@ def render_home():
     return render_template("main/index.html", counts=user_counts(), computed_at=computed_at)
 
 
+def forget_home_page():
+    """Drop the cached home page: the counts just changed (a signup, a confirmation)."""
+    try:
+        cache.delete(HOME_CACHE_KEY)
+    except RedisError as exc:
+        current_app.logger.warning("cache unreachable, home page not refreshed: %s", exc)
+
+
 def cacheable():
     """Only anonymous pages without flash messages are the same for everybody."""
     return not current_user.is_authenticated and "_flashes" not in session
@@ -37,14 +45,16 @@ def cacheable():
 # --8<-- [start:index]
 @bp.route("/")
 def index():
-    """The home page: from the cache for 90 minutes, or rendered if the cache is unreachable."""
+    """The home page: from the cache for 90 minutes or until the counts change; rendered if the cache fails."""
     if not cacheable():
         return render_home()
     try:
         page = cache.get(HOME_CACHE_KEY)
-    except RedisError as exc:
-        current_app.logger.warning("cache unreachable, rendering uncached: %s", exc)
+    except RedisError as exc:  # unreachable or hung (a short socket timeout)
+        current_app.logger.warning("cache unusable, rendering uncached: %s", exc)
         return render_home()
+    if not isinstance(page, str):  # a miss, or an entry that is not a page: render and store
+        page = None
     if page is None:
         page = render_home()
         try:

@@ -1,0 +1,90 @@
+"""What waiting for a replica costs a signup: the signup view with RQ_WAIT_REPLICAS 0 and 1.
+
+A primary and a replica on loopback (AOF everysec, our own processes, stopped by pid); the
+Flask app in this process, signing up new addresses through its test client (form GET + POST,
+the password hashed with the testing config's cheap method). Rounds alternate so both settings
+meet the same machine load.
+
+    .venv/bin/python bench/replica_wait.py            # 5 rounds of 200 signups per setting
+    .venv/bin/python bench/replica_wait.py --rounds 2 --signups 50
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("FLASK_CONFIG", "testing")
+
+from tests.sentinel_support import ReplicaServer  # noqa: E402
+from tests.support import RedisServer, redis_overrides, signup, wait_for  # noqa: E402
+
+
+def make_app(redis_url, database, wait_replicas):
+    """A testing app on this Redis and SQLite file, with RQ_WAIT_REPLICAS set."""
+    from flask_migrate import upgrade
+
+    from app import create_app
+
+    app = create_app("testing", {
+        **redis_overrides(redis_url), "SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}",
+        "RQ_WAIT_REPLICAS": wait_replicas, "RQ_WAIT_TIMEOUT_MS": 1000, "SIGNUP_RATE_LIMIT": "100000 per minute",
+    })
+    with app.app_context():
+        upgrade()
+    return app
+
+
+def signup_times(app, count, label):
+    """Seconds each of `count` signups took (form GET + POST)."""
+    times = []
+    for number in range(count):
+        client = app.test_client()
+        started = time.perf_counter()
+        response = signup(client, f"{label}-{number}-{time.monotonic_ns()}@example.com")
+        times.append(time.perf_counter() - started)
+        assert response.status_code == 302, response.status_code
+    return times
+
+
+def main():
+    """Alternate rounds of each setting; print p50 and p95 per setting."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--signups", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as workdir:
+        primary = RedisServer(Path(workdir, "primary"))
+        primary.directory.mkdir()
+        primary.start()
+        replica = ReplicaServer(Path(workdir, "replica"), "127.0.0.1", primary.port).start()
+        try:
+            wait_for(lambda: primary_has_replica(primary), timeout=30, message="the replica to sync")
+            apps = {setting: make_app(primary.url, Path(workdir, f"app-{setting}.sqlite"), setting) for setting in (0, 1)}
+            times = {0: [], 1: []}
+            for round_number in range(args.rounds):
+                for setting in (0, 1) if round_number % 2 == 0 else (1, 0):
+                    times[setting] += signup_times(apps[setting], args.signups, f"wait{setting}")
+        finally:
+            replica.stop()
+            primary.stop()
+    for setting, label in ((0, "no WAIT (RQ_WAIT_REPLICAS=0)"), (1, "WAIT 1 (RQ_WAIT_REPLICAS=1)")):
+        ordered = sorted(times[setting])
+        p95 = ordered[int(len(ordered) * 0.95)]
+        print(f"{label:32} signups {len(ordered):5}  p50 {1000 * statistics.median(ordered):6.2f} ms  p95 {1000 * p95:6.2f} ms")
+
+
+def primary_has_replica(primary):
+    """True when the primary sees one replica online."""
+    import redis
+
+    info = redis.Redis(port=primary.port).info("replication")
+    return info.get("connected_slaves") == 1 and info.get("slave0", {}).get("state") == "online"
+
+
+if __name__ == "__main__":
+    main()
