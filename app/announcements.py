@@ -11,6 +11,7 @@ from flask import current_app
 from rq import Retry
 from sqlalchemy import select
 
+from app.connections import get_queue, redis_client
 from app.extensions import db
 from app.mail import (
     SENT_MARKER_PREFIX,
@@ -23,7 +24,6 @@ from app.mail import (
     send_once,
 )
 from app.models import User
-from app.connections import get_queue, redis_client
 from app.smtp import KeptConnection
 
 BATCH_JOB = "app.announcements.send_announcement_batch"

@@ -13,8 +13,8 @@ from flask_mail import BadHeaderError, Message
 from jinja2 import TemplateNotFound
 from rq import Retry, get_current_job
 
-from app.mime import SharedBody, to_bytes
 from app.connections import get_queue, redis_client, wait_for_replica
+from app.mime import SharedBody, to_bytes
 from app.smtp import MailConnection
 
 log = logging.getLogger(__name__)
