@@ -1,101 +1,143 @@
-"""The RQ worker's side: its settings module (`rq worker -c app.worker`) and FlaskWorker.
+"""The RQ worker: its settings module (`rq worker -c app.worker`), its Job and its Worker class.
 
-Procfile:  rq worker -c app.worker -w app.worker.FlaskWorker -S json --with-scheduler ... mailers default
+Procfile:  rq worker -c app.worker -w app.worker.MailWorker -S json --with-scheduler ... mailers default
 """
 
-import time
+import ctypes
+import os
+import signal
+import sys
+import threading
 
-from rq.utils import now
-from rq.worker import SimpleWorker
+from rq.job import Job
+from rq.timeouts import TimerDeathPenalty
+from rq.worker import BaseWorker
 
-from config import Config
+from app import create_app
 
-# Read by `rq worker -c app.worker`: the jobs Redis and the queues, in priority order.
-REDIS_URL = Config.RQ_REDIS_URL
-QUEUES = Config.RQ_QUEUES
+# The app, built once per worker process from the same config as the web (FLASK_CONFIG).
+flask_app = create_app()
+
+# Read by `rq worker -c app.worker` (and `rq info -c app.worker`): the app's own settings.
+REDIS_URL = flask_app.config["RQ_REDIS_URL"]
+QUEUES = flask_app.config["RQ_QUEUES"]
 
 
-class FlaskWorker(SimpleWorker):
-    """An RQ worker that builds the Flask app once and runs each job in its own app context.
+# --8<-- [start:job]
+class AppContextJob(Job):
+    """An RQ job that runs inside an app context of its own, as pallets-eco/flask-rq's FlaskJob does."""
 
-    It runs jobs in its own process instead of forking a work horse per job: a mail job is
-    short, and a fork per job (plus re-importing Flask in every horse) was 90% of its cost.
-    The job timeout still holds (RQ's SIGALRM death penalty), and a worker that dies
-    mid-job leaves the job to be requeued like any abandoned job. Run one worker process per
-    core for concurrency (`honcho start -c worker=2`, `heroku ps:scale worker=2`, ...).
-    No app context is pushed globally: each job gets a fresh one and leaves it behind.
+    def perform(self):
+        """Run the job's function with current_app, the db session and the extensions at hand."""
+        with flask_app.app_context():
+            return super().perform()
+# --8<-- [end:job]
+
+
+# --8<-- [start:worker]
+class MailWorker(BaseWorker):
+    """An RQ worker that runs up to WORKER_CONCURRENCY jobs at once, each in a thread of its own.
+
+    Mail is waiting on the SMTP server, so threads are enough (Sidekiq's `concurrency: 25`).
+    RQ's own job life cycle (perform_job) runs in each thread; the job timeout uses RQ's
+    timer-based death penalty, as SIGALRM reaches the main thread only. The main thread
+    dequeues while a slot is free and keeps every running job's heartbeat.
     """
 
-    #: Seconds past its timeout after which a running job counts as abandoned. RQ adds 60;
-    #: a SimpleWorker cannot heartbeat mid-job anyway, and the death penalty ends the job at
-    #: its timeout, so a shorter grace gets a crashed worker's mail out sooner.
-    ABANDONED_GRACE = 15
+    death_penalty_class = TimerDeathPenalty
+    job_class = AppContextJob
 
-    #: Seconds within which bookkeeping RQ repeats around every job is skipped: its heartbeat
-    #: (up to five per job, three round trips each; it only has to land well inside the
-    #: worker's TTL, --worker-ttl + 60 s) and its check for `rq suspend` (one round trip).
-    BOOKKEEPING_INTERVAL = 1.0
+    def __init__(self, queues, *args, **kwargs):
+        """Use the app's Redis client (app.connections) and its concurrency setting."""
+        kwargs.update(connection=flask_app.extensions["redis"]["jobs"], job_class=AppContextJob)
+        names = [queue if isinstance(queue, str) else queue.name for queue in queues]
+        super().__init__(names, *args, **kwargs)
+        self.concurrency = flask_app.config["WORKER_CONCURRENCY"]
+        self.free_slots = threading.BoundedSemaphore(self.concurrency)
+        self.running = {}  # job id -> (job, execution, thread)
+        self.heartbeats = None
+        os.register_at_fork(after_in_child=die_with_parent)  # the --with-scheduler child
 
-    _suspension_checked_at = None
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        """RQ's dequeue, except that a job it cannot read goes to the failed registry, and the worker goes on."""
+        while True:
+            try:
+                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            except Exception as exc:
+                if getattr(exc, "job_id", None) is None:  # RQ tags errors of the job it fetched
+                    raise
+                self.fail_unreadable(exc.job_id, exc.queue, exc)
 
-    def __init__(self, *args, **kwargs):
-        """Create the Flask app (config chosen by FLASK_CONFIG) and an SMTP connection to keep."""
-        from app import create_app
-        from app.smtp import KeptConnection
+    def fail_unreadable(self, job_id, queue, exc):
+        """Replace an undecodable job hash by a readable failed job that says why (the raw hash is kept)."""
+        reason = f"unreadable job {job_id}: {type(exc).__name__}: {exc}"
+        self.log.error("Worker %s: %s (raw hash kept under mail:unreadable:%s)", self.name, reason, job_id)
+        job_key = self.job_class.key_for(job_id)
+        with self.connection.pipeline() as pipe:
+            pipe.rename(job_key, f"mail:unreadable:{job_id}")
+            pipe.lrem(queue.intermediate_queue_key, 1, job_id)
+            pipe.execute()
+        placeholder = self.job_class.create(unreadable_job, id=job_id, connection=self.connection,
+                                            serializer=self.serializer, origin=queue.name, description=reason)
+        queue.failed_job_registry.add(placeholder, ttl=flask_app.config["MAIL_FAILURE_TTL"], exc_string=reason)
 
-        self.flask_app = create_app()
-        self.flask_app.extensions["smtp_connection"] = KeptConnection()
-        super().__init__(*args, **kwargs)
+    def execute_job(self, job, queue):
+        """Start the job in a thread, then return as soon as a slot is free for the next one."""
+        self.free_slots.acquire()
+        execution = self.prepare_execution(job)
+        thread = threading.Thread(target=self.run_job, args=(job, queue, execution), name=f"rq-job-{job.id}", daemon=True)
+        self.running[job.id] = (job, execution, thread)
+        thread.start()
+        if self.heartbeats is None:
+            self.heartbeats = threading.Thread(target=self.keep_heartbeats, name="rq-heartbeats", daemon=True)
+            self.heartbeats.start()
+        self.free_slots.acquire()  # wait here while all slots are busy
+        self.free_slots.release()
 
-    def perform_job(self, job, queue, execution):
-        """Run one job inside a fresh app context."""
-        with self.flask_app.app_context():
-            return super().perform_job(job, queue, execution)
+    def run_job(self, job, queue, execution):
+        """RQ's life cycle for one job (success, retry, failure, registries), then free the slot."""
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            self.running.pop(job.id, None)
+            self.free_slots.release()
 
-    def heartbeat(self, timeout=None, pipeline=None):
-        """Extend the worker's TTL: at most once a second, and in one round trip.
-
-        A beat with an explicit timeout (RQ's start of a job) always goes through.
-        """
-        if timeout is None and self.last_heartbeat is not None:
-            if (now() - self.last_heartbeat).total_seconds() < self.BOOKKEEPING_INTERVAL:
-                return
-        if pipeline is not None:
-            return super().heartbeat(timeout, pipeline)
-        with self.connection.pipeline(transaction=False) as beat:
-            super().heartbeat(timeout, beat)
-            beat.execute()
-
-    def check_for_suspension(self, burst):
-        """Look for `rq suspend` at most once a second: a suspension takes effect within a second."""
-        checked_at = self._suspension_checked_at
-        if checked_at is not None and time.monotonic() - checked_at < self.BOOKKEEPING_INTERVAL:
-            return
-        super().check_for_suspension(burst)
-        self._suspension_checked_at = time.monotonic()
-
-    def handle_execution_ended(self, job, queue, heartbeat_ttl):
-        """Note the job's end time, without a round trip of its own.
-
-        RQ also writes the job's last_heartbeat to Redis here; the pipeline that records the
-        result saves the whole job (last_heartbeat included) a moment later anyway.
-        """
-        job.ended_at = job.last_heartbeat = now()
-
-    def set_state(self, state, pipeline=None):
-        """Write the worker's state, unless Redis already has it (RQ sets IDLE twice per job)."""
-        if pipeline is None and state == self._state:
-            return
-        super().set_state(state, pipeline)
-
-    def get_heartbeat_ttl(self, job, working_time=0.0):
-        """How long the started-job entry lives: the job's timeout plus a short grace."""
-        if job.timeout and job.timeout > 0:
-            return int(job.timeout) + self.ABANDONED_GRACE
-        return super().get_heartbeat_ttl(job, working_time)
+    def keep_heartbeats(self):
+        """Every job_monitoring_interval, tell Redis that the worker and each running job are alive."""
+        while True:
+            for job, execution, _ in list(self.running.values()):
+                try:
+                    self.maintain_heartbeats(job, execution)
+                except Exception:  # a job that just ended, or Redis briefly away: next round
+                    self.log.debug("heartbeat for job %s skipped", job.id, exc_info=True)
+            threading.Event().wait(self.job_monitoring_interval)
 
     def teardown(self):
-        """Say goodbye to the SMTP server before the worker exits."""
-        with self.flask_app.app_context():
-            self.flask_app.extensions["smtp_connection"].drop()
+        """Let the running jobs finish (warm shutdown), then close the SMTP connections."""
+        for _, _, thread in list(self.running.values()):
+            thread.join()
+        with flask_app.app_context():
+            from app.smtp import relay_connections
+
+            relay_connections().close_all()
         super().teardown()
+# --8<-- [end:worker]
+
+
+def unreadable_job():
+    """Stands in for a job whose stored hash could not be decoded (see MailWorker.fail_unreadable)."""
+    raise RuntimeError("this job's stored data could not be decoded; see mail:unreadable:<job id>")
+
+
+def die_with_parent():
+    """In a child the worker forks (its scheduler): get SIGTERM when the worker dies, even by SIGKILL.
+
+    Otherwise a killed worker's scheduler lives on, holding the scheduler lock.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the worker died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)

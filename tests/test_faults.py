@@ -155,7 +155,7 @@ def test_rerunning_an_accepted_mail_sends_nothing(app, client, smtp_server, run_
     run_worker()
     smtp_server.wait_for_messages(1)
 
-    from app.mail import deliver_later
+    from app.delivery import deliver_later
 
     with app.test_request_context():
         again = deliver_later(**{key: job.kwargs[key] for key in ("template", "to", "subject", "context", "message_id")})

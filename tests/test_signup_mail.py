@@ -19,7 +19,7 @@ def test_signup_enqueues_and_worker_delivers_a_working_link(app, client, smtp_se
     queue = mailers_queue(app)
     assert queue.count == 1
     job = queue.jobs[0]
-    assert job.func_name == "app.mail.send_mail_job"
+    assert job.func_name == "app.delivery.send_mail_job"
     assert job.kwargs["to"] == "ada@example.com"
     raw = redis.Redis.from_url(app.config["RQ_REDIS_URL"]).hget(f"rq:job:{job.id}", "data")
     json.loads(__import__("zlib").decompress(raw))  # stored as JSON, not pickle
@@ -75,9 +75,17 @@ def test_resend_enqueues_a_new_confirmation(app, client, smtp_server, run_worker
     assert confirm_link(first) != confirm_link(second) or first["Message-ID"] != second["Message-ID"]
 
 
-def test_one_worker_reuses_one_smtp_connection(app, smtp_server, run_worker):
+def test_worker_keeps_at_most_max_connections_to_the_relay(app, smtp_server, run_worker, worker_env):
+    for n in range(12):
+        signup(app.test_client(), f"user{n}@example.com")
+    run_worker(env={**worker_env, "MAIL_MAX_CONNECTIONS": "2"})
+    assert len(smtp_server.wait_for_messages(12)) == 12
+    assert 1 <= len(smtp_server.handler.sessions) <= 2  # 25 senders, two kept connections
+
+
+def test_one_connection_is_reused_mail_after_mail(app, smtp_server, run_worker, worker_env):
     for n in range(3):
         signup(app.test_client(), f"user{n}@example.com")
-    run_worker()
+    run_worker(env={**worker_env, "MAIL_MAX_CONNECTIONS": "1"})
     assert len(smtp_server.wait_for_messages(3)) == 3
     assert len(smtp_server.handler.sessions) == 1

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.auth import bp
 from app.auth.forms import LoginForm, LogoutForm, ResendForm, SignupForm
-from app.auth.mails import notify_existing_account, send_confirmation
+from app.auth.emails import notify_existing_account, send_confirmation
 from app.auth.tokens import TokenExpired, TokenInvalid, read_confirm_token
 from app.extensions import db, limiter
 from app.models import User, utcnow

@@ -7,7 +7,7 @@ from app.dev.dashboard import DASHBOARD_PREFIX
 from app.dev.forms import AnnouncementForm
 from app.dev.inbox import list_messages, read_message
 from app.dev.previews import PREVIEWS
-from app.mail import build_message
+from app.delivery import build_message
 from app.connections import ROLE_URL_SETTINGS
 from app.redis_info import role_problems, role_status
 

@@ -5,7 +5,7 @@ import time
 from flask import url_for
 
 from app.auth.tokens import make_confirm_token
-from app.mail import deliver_later, new_message_id
+from app.delivery import deliver_later, new_message_id
 from app.connections import redis_client
 
 # At most one "you already have an account" mail per address in this many seconds,
