@@ -10,6 +10,7 @@ import sys
 import threading
 
 from rq.job import Job
+from rq.results import Result
 from rq.timeouts import TimerDeathPenalty
 from rq.worker import BaseWorker
 
@@ -79,7 +80,11 @@ class MailWorker(BaseWorker):
             pipe.execute()
         placeholder = self.job_class.create(unreadable_job, id=job_id, connection=self.connection,
                                             serializer=self.serializer, origin=queue.name, description=reason)
-        queue.failed_job_registry.add(placeholder, ttl=flask_app.config["MAIL_FAILURE_TTL"], exc_string=reason)
+        ttl = flask_app.config["MAIL_FAILURE_TTL"]
+        with self.connection.pipeline() as pipe:
+            queue.failed_job_registry.add(placeholder, ttl=ttl, exc_string=reason, pipeline=pipe)
+            Result.create_failure(placeholder, ttl, reason, worker_name=self.name, pipeline=pipe)  # what rq-dashboard shows
+            pipe.execute()
 
     def execute_job(self, job, queue):
         """Start the job in a thread, then return as soon as a slot is free for the next one."""
