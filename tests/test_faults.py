@@ -260,7 +260,8 @@ def test_sigterm_with_many_mails_in_flight_finishes_them_all_then_exits(app, smt
 
 def test_a_job_over_its_timeout_fails_and_the_worker_goes_on(app, client, smtp_server, worker_env, start_worker):
     smtp_server.handler.delay = 4
-    start_worker({**worker_env, "MAIL_JOB_TIMEOUT": "2", "MAIL_RETRY_INTERVALS": "1"})
+    app.config.update(MAIL_JOB_TIMEOUT=2, MAIL_RETRY_INTERVALS=[1])  # set on the job at enqueue
+    start_worker(worker_env)
     signup(client, "slow@example.com")
     registry = FailedJobRegistry(queue=mailers_queue(app))
     wait_for(lambda: registry.count == 1, timeout=60, message="the slow job to fail")
