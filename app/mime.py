@@ -91,6 +91,7 @@ class PreparedMessage(Message):
         return self.prepared if self.prepared is not None else to_bytes(self._message())
 
 
+# --8<-- [start:shared_mail]
 class SharedMail:
     """One mail rendered and written once, then addressed to many recipients (announcements)."""
 
@@ -109,3 +110,4 @@ class SharedMail:
         message.msgId = message_id
         message.prepared = self.shared.for_recipient(address, message_id)
         return message
+# --8<-- [end:shared_mail]

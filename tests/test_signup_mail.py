@@ -49,11 +49,11 @@ def test_signup_enqueues_and_worker_delivers_a_working_link(app, client, smtp_se
     assert "signed in as <strong>ada@example.com</strong>" in home.get_data(as_text=True)
 
 
-def test_login_after_confirmation_in_a_fresh_browser(app, client, smtp_server, run_worker):
-    signup(client, "grace@example.com")
+def test_login_after_confirmation_in_a_fresh_browser(app, auth, smtp_server, run_worker):
+    auth.signup("grace@example.com")
     run_worker()
     (message,) = smtp_server.wait_for_messages(1)
-    assert client.get(confirm_link(message).split("localhost", 1)[1]).status_code == 302
+    assert auth.confirm(message).status_code == 302
 
     fresh = app.test_client()
     assert login(fresh, "grace@example.com", "wrong password!").status_code == 400
