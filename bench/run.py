@@ -128,7 +128,7 @@ def bench_throughput(stack, count, workers=2, rounds=3):
     return result
 
 
-def bench_relay(workdir, count, prefork_count, workers=2, rounds=2, delay=0.1):
+def bench_relay(workdir, count, prefork_count, workers=2, rounds=2, delay=0.1, rq_workers=2):
     """6. A relay's latency (the sink waits `delay` s per DATA): the Procfile's worker vs Celery threads(25) and prefork(2).
 
     Rounds alternate between the three; each side's median round counts. Worker memory is the
@@ -161,7 +161,7 @@ def bench_relay(workdir, count, prefork_count, workers=2, rounds=2, delay=0.1):
                 celery.send_task("send_mail", kwargs=mail_kwargs(n, tag))
 
         sides = {
-            "rq": (enqueue_rq, lambda: stack.rq_workers(workers), count),
+            "rq": (enqueue_rq, lambda: stack.rq_workers(rq_workers), count),
             "celery_threads_25": (enqueue_celery, celery_worker("threads", 25), count),
             "celery_prefork_2": (enqueue_celery, celery_worker("prefork", workers), prefork_count),
         }
@@ -175,7 +175,8 @@ def bench_relay(workdir, count, prefork_count, workers=2, rounds=2, delay=0.1):
                 pss = tree_pss_mb([process.pid for process in processes])
                 stack.stop(processes)
                 runs[side].append({**rate(stack, before, n_mails, started), "pss_mb": pss})
-        result = {"delay_s": delay, "mails": count, "prefork_mails": prefork_count, "rounds": rounds}
+        result = {"delay_s": delay, "mails": count, "prefork_mails": prefork_count, "rounds": rounds,
+                  "rq_processes": rq_workers, "rq_concurrency": int(os.environ.get("WORKER_CONCURRENCY", 25))}
         for side, side_runs in runs.items():
             result[side] = {key: statistics.median(run[key] for run in side_runs) for key in side_runs[0]}
         steady = {side: result[side]["steady_mails_per_s"] for side in sides}
@@ -434,6 +435,7 @@ def main():
     os.chdir(ROOT)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts")
+    parser.add_argument("--rq-processes", type=int, default=2, help="worker processes at 100 ms (relay, bulk_relay)")
     parser.add_argument("--only", default="throughput,relay,bulk,bulk_relay,latency,signup,cache")
     args = parser.parse_args()
     chosen = args.only.split(",")
@@ -446,7 +448,8 @@ def main():
         for name in chosen:
             print(f"==> {name}", flush=True)
             if name == "relay":
-                results["relay"] = bench_relay(workdir, 1000 if quick else 3000, 60 if quick else 200)
+                results["relay"] = bench_relay(workdir, 1000 if quick else 3000, 60 if quick else 200,
+                                               rq_workers=args.rq_processes)
             elif name == "signup":
                 results["signup"] = bench_signup(workdir, 8, 10 if quick else 40, "pbkdf2:sha256:1")
                 results["signup_with_scrypt"] = bench_signup(workdir, 8, 5 if quick else 15, "scrypt")
@@ -458,7 +461,7 @@ def main():
                     elif name == "bulk":
                         results[name] = bench_bulk(stack, 2000 if quick else 10_000)
                     elif name == "bulk_relay":
-                        results[name] = bench_bulk(stack, 2000 if quick else 10_000)
+                        results[name] = bench_bulk(stack, 2000 if quick else 10_000, workers=args.rq_processes)
                     elif name == "latency":
                         results[name] = bench_latency(stack, 50 if quick else 200)
                     elif name == "cache":
