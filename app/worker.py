@@ -1,16 +1,14 @@
 """The RQ worker: its settings module (`rq worker -c app.worker`), its Job and its Worker class.
 
-Procfile:  rq worker -c app.worker -w app.worker.MailWorker -S json --with-scheduler ... mailers default
+Procfile:  rq worker -c app.worker -w app.worker.MailWorker -S json ... mailers default
 """
 
-import ctypes
-import os
-import signal
-import sys
 import threading
+import time
 
 from rq.job import Job
 from rq.results import Result
+from rq.scheduler import RQScheduler
 from rq.timeouts import TimerDeathPenalty
 from rq.worker import BaseWorker
 
@@ -42,7 +40,8 @@ class MailWorker(BaseWorker):
     Mail is waiting on the SMTP server, so threads are enough (Sidekiq's `concurrency: 25`).
     RQ's own job life cycle (perform_job) runs in each thread; the job timeout uses RQ's
     timer-based death penalty, as SIGALRM reaches the main thread only. The main thread
-    dequeues while a slot is free and keeps every running job's heartbeat.
+    dequeues while a slot is free; one more thread keeps every running job's heartbeat, and
+    one runs RQ's scheduler (retries), in this process rather than a forked child.
     """
 
     death_penalty_class = TimerDeathPenalty
@@ -57,7 +56,35 @@ class MailWorker(BaseWorker):
         self.free_slots = threading.BoundedSemaphore(self.concurrency)
         self.running = {}  # job id -> (job, execution, thread)
         self.heartbeats = None
-        os.register_at_fork(after_in_child=die_with_parent)  # the --with-scheduler child
+        self.stopping = threading.Event()
+
+    def work(self, *args, **kwargs):
+        """RQ's work loop, with RQ's scheduler in a thread beside it (it dies with the process)."""
+        scheduler = threading.Thread(target=self.run_scheduler, name="rq-scheduler", daemon=True)
+        scheduler.start()
+        try:
+            return super().work(*args, **kwargs)
+        finally:
+            self.stopping.set()
+            scheduler.join(timeout=5)
+
+    def run_scheduler(self):
+        """What `--with-scheduler`'s child process does: move due retries back onto their queues."""
+        scheduler = RQScheduler(self.queues, connection=self.connection, serializer=self.serializer)
+        next_try = 0.0
+        while not self.stopping.is_set():
+            try:
+                # Like RQ's worker: retry for a lock another (maybe dead) scheduler held, every maintenance interval.
+                if scheduler.should_reacquire_locks or (not scheduler.acquired_locks and time.monotonic() >= next_try):
+                    scheduler.acquire_locks()
+                    next_try = time.monotonic() + self.maintenance_interval
+                if scheduler.acquired_locks:
+                    scheduler.heartbeat()
+                    scheduler.enqueue_scheduled_jobs()
+            except Exception:  # Redis briefly away: try again next second
+                self.log.warning("scheduler round failed", exc_info=True)
+            self.stopping.wait(scheduler.interval)
+        scheduler.release_locks()
 
     def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
         """RQ's dequeue, except that a job it cannot read goes to the failed registry, and the worker goes on."""
@@ -132,17 +159,3 @@ class MailWorker(BaseWorker):
 def unreadable_job():
     """Stands in for a job whose stored hash could not be decoded (see MailWorker.fail_unreadable)."""
     raise RuntimeError("this job's stored data could not be decoded; see mail:unreadable:<job id>")
-
-
-def die_with_parent():
-    """In a child the worker forks (its scheduler): get SIGTERM when the worker dies, even by SIGKILL.
-
-    Otherwise a killed worker's scheduler lives on, holding the scheduler lock.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the worker died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
