@@ -58,6 +58,29 @@ class MailWorker(BaseWorker):
         self.heartbeats = None
         self.stopping = threading.Event()
 
+    def execute_job(self, job, queue):
+        """Start the job in a thread, then return as soon as a slot is free for the next one."""
+        self.free_slots.acquire()
+        execution = self.prepare_execution(job)
+        thread = threading.Thread(target=self.run_job, args=(job, queue, execution), name=f"rq-job-{job.id}", daemon=True)
+        self.running[job.id] = (job, execution, thread)
+        thread.start()
+        if self.heartbeats is None:
+            self.heartbeats = threading.Thread(target=self.keep_heartbeats, name="rq-heartbeats", daemon=True)
+            self.heartbeats.start()
+        self.free_slots.acquire()  # wait here while all slots are busy
+        self.free_slots.release()
+
+    def run_job(self, job, queue, execution):
+        """RQ's life cycle for one job (success, retry, failure, registries), then free the slot."""
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            self.running.pop(job.id, None)
+            self.free_slots.release()
+
+    # --8<-- [end:worker]
+
     def work(self, *args, **kwargs):
         """RQ's work loop, with RQ's scheduler in a thread beside it (it dies with the process)."""
         scheduler = threading.Thread(target=self.run_scheduler, name="rq-scheduler", daemon=True)
@@ -113,36 +136,15 @@ class MailWorker(BaseWorker):
             Result.create_failure(placeholder, ttl, reason, worker_name=self.name, pipeline=pipe)  # what rq-dashboard shows
             pipe.execute()
 
-    def execute_job(self, job, queue):
-        """Start the job in a thread, then return as soon as a slot is free for the next one."""
-        self.free_slots.acquire()
-        execution = self.prepare_execution(job)
-        thread = threading.Thread(target=self.run_job, args=(job, queue, execution), name=f"rq-job-{job.id}", daemon=True)
-        self.running[job.id] = (job, execution, thread)
-        thread.start()
-        if self.heartbeats is None:
-            self.heartbeats = threading.Thread(target=self.keep_heartbeats, name="rq-heartbeats", daemon=True)
-            self.heartbeats.start()
-        self.free_slots.acquire()  # wait here while all slots are busy
-        self.free_slots.release()
-
-    def run_job(self, job, queue, execution):
-        """RQ's life cycle for one job (success, retry, failure, registries), then free the slot."""
-        try:
-            self.perform_job(job, queue, execution)
-        finally:
-            self.running.pop(job.id, None)
-            self.free_slots.release()
-
     def keep_heartbeats(self):
         """Every job_monitoring_interval, tell Redis that the worker and each running job are alive."""
-        while True:
+        while not self.stopping.is_set():
             for job, execution, _ in list(self.running.values()):
                 try:
                     self.maintain_heartbeats(job, execution)
                 except Exception:  # a job that just ended, or Redis briefly away: next round
                     self.log.debug("heartbeat for job %s skipped", job.id, exc_info=True)
-            threading.Event().wait(self.job_monitoring_interval)
+            self.stopping.wait(self.job_monitoring_interval)
 
     def teardown(self):
         """Let the running jobs finish (warm shutdown), then close the SMTP connections."""
@@ -153,8 +155,6 @@ class MailWorker(BaseWorker):
 
             relay_connections().close_all()
         super().teardown()
-# --8<-- [end:worker]
-
 
 def unreadable_job():
     """Stands in for a job whose stored hash could not be decoded (see MailWorker.fail_unreadable)."""
