@@ -69,7 +69,10 @@ class Config:
     # --8<-- [start:jobs]
     # Jobs: the `mailers` queue first, then `default` (the seed's sidekiq.yml).
     RQ_QUEUES = ["mailers", "default"]
-    MAIL_JOB_TIMEOUT = env.int("MAIL_JOB_TIMEOUT", 30)  # SMTP connect + send, with MAIL_TIMEOUT per step
+    # Mails in flight per worker process (Sidekiq's `concurrency: 25`): sending is waiting on SMTP.
+    WORKER_CONCURRENCY = env.int("WORKER_CONCURRENCY", 25)
+    # A mail job may wait for the relay's DATA reply (MAIL_DATA_TIMEOUT) plus the other steps.
+    MAIL_JOB_TIMEOUT = env.int("MAIL_JOB_TIMEOUT", 660)
     # Delays (seconds) between retries of a mail that failed for a transient reason.
     MAIL_RETRY_INTERVALS = env.list("MAIL_RETRY_INTERVALS", [10, 30, 60, 300, 900], subcast=int)
     # How long a failed job stays visible in the failed registry (RQ's default is one year).
@@ -96,7 +99,13 @@ class Config:
     MAIL_DEFAULT_SENDER = env.str("MAIL_DEFAULT_SENDER", "Flask Mailer <noreply@example.com>")
     # A fixed EHLO name spares a DNS lookup of the local host name on every connection.
     MAIL_LOCAL_HOSTNAME = env.str("MAIL_LOCAL_HOSTNAME", "localhost")
-    MAIL_TIMEOUT = env.int("MAIL_TIMEOUT", 10)
+    MAIL_TIMEOUT = env.int("MAIL_TIMEOUT", 10)  # seconds per SMTP step (connect, EHLO, MAIL, RCPT, ...)
+    # ... except the reply to the mail's DATA: the relay stores the mail first (RFC 5321: 10 min).
+    MAIL_DATA_TIMEOUT = env.int("MAIL_DATA_TIMEOUT", 600)
+    # Open SMTP connections to the relay per worker process, at most (relays limit them).
+    MAIL_MAX_CONNECTIONS = env.int("MAIL_MAX_CONNECTIONS", 25)
+    # TLS (MAIL_USE_TLS / MAIL_USE_SSL) always checks the relay's certificate; a CA file to trust too.
+    MAIL_CA_FILE = env.str("MAIL_CA_FILE", None)
     MAIL_SUBJECT_PREFIX = "[Flask Mailer] "
 
     # Werkzeug's default, scrypt (~135 ms a hash here). Tests use a cheaper method to run fast.
@@ -110,7 +119,8 @@ class Config:
     # --8<-- [start:hardening]
     # The site's public address: every absolute URL (the links in mails) is built from it,
     # never from the Host or X-Forwarded-Host header a request brings (app/site_url.py).
-    SITE_URL = env.str("SITE_URL", "http://localhost:5000")
+    # Development's default follows PORT, the port `python3 dev.py` serves the app on.
+    SITE_URL = env.str("SITE_URL", f"http://localhost:{env.int('PORT', 5000)}")
     # Hosts the app answers to (Flask refuses others with a 400); None accepts any. With
     # TRUST_ONLY_SITE_HOST (production) an unset TRUSTED_HOSTS becomes SITE_URL's host alone.
     TRUSTED_HOSTS = env.list("TRUSTED_HOSTS", None)

@@ -80,10 +80,9 @@ def register_blueprints(app):
 def register_page_cache(app):
     """Serve cached pages to signed-out visitors before Flask opens a session (app.page_cache)."""
     from app.extensions import cache
+    from app.headers import security_headers
     from app.main.routes import CACHED_PAGES
     from app.page_cache import AnonymousPageCache
-
-    from app.headers import security_headers
 
     app.wsgi_app = AnonymousPageCache(app, cache, CACHED_PAGES, security_headers(app.config))
 

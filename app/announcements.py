@@ -1,8 +1,9 @@
-"""Bulk mail: an announcement to every confirmed user, sent in batched jobs over one SMTP connection.
+"""Bulk mail: an announcement to every confirmed user, in batch jobs that the worker runs side by side.
 
 Each recipient's mail has a Message-ID fixed by (announcement, user), and the sent-marker of
-app.mail, so a batch that is interrupted and run again skips everyone already served. The mail
-is the same for everybody, so a batch renders and writes it once (app.mail.SharedMail).
+app.delivery, so a batch that is interrupted and run again skips everyone already served. Each
+batch borrows one of the worker's kept SMTP connections, so WORKER_CONCURRENCY batches send at
+once. The mail is the same for everybody, so a batch writes it once (app.mime.SharedMail).
 """
 
 import uuid
@@ -11,20 +12,20 @@ from flask import current_app
 from rq import Retry
 from sqlalchemy import select
 
-from app.extensions import db
-from app.mail import (
+from app.connections import get_queue, redis_client
+from app.delivery import (
     SENT_MARKER_PREFIX,
-    SharedMail,
+    PermanentMailError,
     describe,
-    give_up,
     is_permanent,
+    mark_sent,
     new_message_id,
     retried_unless_permanent,
-    send_once,
 )
+from app.extensions import db
+from app.mime import SharedMail
 from app.models import User
-from app.connections import get_queue, redis_client
-from app.smtp import KeptConnection
+from app.smtp import relay_connections
 
 BATCH_JOB = "app.announcements.send_announcement_batch"
 TEMPLATE = "email/announcement"
@@ -56,7 +57,7 @@ def announce(subject, body, batch_size=None):
 
 
 def send_announcement_batch(announcement_id, subject, body, user_ids):
-    """The batch job: send to each user not yet served, over one kept SMTP connection.
+    """The batch job: send to each user not yet served, over one borrowed SMTP connection.
 
     Transient errors raise (the batch is retried; sent mails are skipped). Recipients the
     server refuses for good are collected, and the batch then fails with their reasons, so
@@ -72,19 +73,23 @@ def send_announcement_batch(announcement_id, subject, body, user_ids):
 
     pending = [(email, message_id) for (_, email), message_id, skip in zip(recipients, message_ids, done, strict=True)
                if not skip]
-    kept = current_app.extensions.get("smtp_connection") or KeptConnection()
     sent, refused = 0, {}
+    if not pending:
+        return {"sent": 0, "skipped": len(recipients)}
     with retried_unless_permanent(f"announcement {announcement_id}"):  # e.g. a missing template
-        mail = SharedMail(TEMPLATE, subject, {"body": body}, *pending[0]) if pending else None
-    for email, message_id in pending:
-        try:
-            send_once(mail.to(email, message_id), kept)
-        except Exception as exc:
-            if not is_permanent(exc):
-                raise
-            refused[email] = describe(exc)
-            continue
-        sent += 1
+        mail = SharedMail(TEMPLATE, subject, {"body": body}, *pending[0])
+    with relay_connections().connection() as smtp:
+        for email, message_id in pending:
+            try:
+                smtp.send(mail.to(email, message_id))
+            except Exception as exc:
+                if not is_permanent(exc):
+                    raise  # the borrowed connection is closed; the retried batch skips who got it
+                refused[email] = describe(exc)
+                continue
+            mark_sent(message_id)
+            sent += 1
     if refused:
-        raise give_up(f"{len(refused)} recipient(s) refused: {refused}")
+        with retried_unless_permanent(f"announcement {announcement_id}"):
+            raise PermanentMailError(f"{len(refused)} recipient(s) refused: {refused}")
     return {"sent": sent, "skipped": len(recipients) - len(pending)}

@@ -201,7 +201,7 @@ def redis_peek(role, limit):
 def announce_command(subject, body):
     """Mail an announcement to every confirmed user, in batched jobs on `mailers`."""
     from app.announcements import announce
-    from app.mail import has_line_break
+    from app.delivery import has_line_break
 
     if has_line_break(subject):
         raise click.BadParameter("line breaks are not allowed", param_hint="--subject")
@@ -214,7 +214,7 @@ def announce_command(subject, body):
 @with_appcontext
 def send_test_mail(address):
     """Queue the confirmation mail, with a dummy link, for ADDRESS (like deliver_later in a view)."""
-    from app.mail import deliver_later, has_line_break
+    from app.delivery import deliver_later, has_line_break
 
     if has_line_break(address) or "@" not in address:
         raise click.BadParameter("an email address, on one line", param_hint="ADDRESS")

@@ -17,8 +17,8 @@ from rq.job import Job, JobStatus
 from sqlalchemy import delete, select, update
 
 from app.connections import redis_client
+from app.delivery import SENT_MARKER_PREFIX, deliver_later, has_line_break, job_id_for, new_message_id
 from app.extensions import db
-from app.mail import SENT_MARKER_PREFIX, deliver_later, has_line_break, job_id_for, new_message_id
 from app.models import utcnow
 
 log = logging.getLogger(__name__)

@@ -1,71 +1,146 @@
-"""SMTP transport: Flask-Mail's connection with a fixed EHLO name, kept open across jobs in a worker."""
+"""SMTP connections to the relay: verified TLS, RFC 5321 timeouts, a few kept open and shared."""
 
+import queue
 import smtplib
+import ssl
+import threading
 import time
+from contextlib import contextmanager
 
 from flask import current_app
 from flask_mail import Connection
 
 
-class MailConnection(Connection):
-    """Flask-Mail's SMTP connection, plus a fixed EHLO name and a socket timeout.
+class RelaySMTP(smtplib.SMTP):
+    """smtplib.SMTP that waits up to `data_timeout` seconds for the reply to the mail's DATA.
 
-    Without local_hostname, smtplib looks up this host's FQDN on every new connection.
+    The relay answers DATA only once it stored the mail; RFC 5321 (4.5.3.2) gives it 10 minutes.
+    Giving up sooner is how one mail is sent twice: stored there, retried here.
+    """
+
+    data_timeout = 600
+
+    def data(self, msg):
+        """Send the mail's content with the long timeout, then go back to the short one."""
+        self.sock.settimeout(self.data_timeout)
+        try:
+            return super().data(msg)
+        finally:
+            if self.sock is not None:
+                self.sock.settimeout(self.timeout)
+
+
+class RelaySMTP_SSL(RelaySMTP, smtplib.SMTP_SSL):  # noqa: N801 - named after smtplib.SMTP_SSL
+    """The same, over implicit TLS (port 465)."""
+
+
+def tls_context(config):
+    """A TLS context that checks the relay's certificate and name (MAIL_CA_FILE adds a CA)."""
+    return ssl.create_default_context(cafile=config["MAIL_CA_FILE"] or None)
+
+
+class MailConnection(Connection):
+    """Flask-Mail's SMTP connection, with verified TLS, a fixed EHLO name and RFC timeouts.
+
+    Without a context, smtplib's starttls() and SMTP_SSL accept any certificate; without
+    local_hostname, it looks up this host's FQDN on every new connection.
     """
 
     def configure_host(self):
-        """Open the SMTP connection the way Flask-Mail does, with our two extra settings."""
+        """Open the SMTP connection the way Flask-Mail does, with those settings."""
         config = current_app.config
-        smtp_class = smtplib.SMTP_SSL if self.mail.use_ssl else smtplib.SMTP
-        host = smtp_class(
-            self.mail.server,
-            self.mail.port,
-            local_hostname=config["MAIL_LOCAL_HOSTNAME"],
-            timeout=config["MAIL_TIMEOUT"],
-        )
+        options = {"local_hostname": config["MAIL_LOCAL_HOSTNAME"], "timeout": config["MAIL_TIMEOUT"]}
+        if self.mail.use_ssl:
+            host = RelaySMTP_SSL(self.mail.server, self.mail.port, context=tls_context(config), **options)
+        else:
+            host = RelaySMTP(self.mail.server, self.mail.port, **options)
+        host.data_timeout = config["MAIL_DATA_TIMEOUT"]
         if self.mail.use_tls:
-            host.starttls()
+            host.starttls(context=tls_context(config))
         if self.mail.username and self.mail.password:
             host.login(self.mail.username, self.mail.password)
         return host
 
 
-class KeptConnection:
-    """One SMTP connection that a worker process reuses from job to job.
+class ConnectionPool:
+    """Up to MAIL_MAX_CONNECTIONS SMTP connections to the relay, kept open and lent out one at a time.
 
-    Connecting, EHLO and QUIT cost a few round trips per mail; a worker sending mail after
-    mail can skip them. A connection idle for longer than IDLE_CHECK seconds is checked with
-    NOOP before reuse, because servers drop idle clients. Any send error drops it.
+    Each concurrent sender borrows one, so a worker running 25 mails at once holds at most
+    25 connections (relays limit them: MAIL_MAX_CONNECTIONS); a sender waits for a free one.
+    A connection idle for IDLE_CHECK seconds is checked with NOOP before reuse (servers drop
+    idle clients), and any error while it was lent out closes it.
     """
 
     IDLE_CHECK = 10
 
-    def __init__(self):
-        """Start with no connection; the first get() opens one."""
-        self.connection = None
-        self.last_used = 0.0
+    def __init__(self, size):
+        """Start with no connection open; they are opened as senders need them."""
+        self.slots = threading.BoundedSemaphore(size)
+        self.idle = queue.LifoQueue()  # (connection, last used), most recently used first
 
-    def get(self):
-        """Return an open connection, reconnecting if the old one went stale."""
-        if self.connection is not None and time.monotonic() - self.last_used > self.IDLE_CHECK:
+    @contextmanager
+    def connection(self):
+        """Lend an open connection for one send (or several), and take it back afterwards."""
+        self.slots.acquire()
+        connection = None
+        try:
+            connection = self._take()
+            yield connection
+            self.idle.put((connection, time.monotonic()))
+        except BaseException:
+            close(connection)
+            raise
+        finally:
+            self.slots.release()
+
+    def _take(self):
+        """An idle connection that still answers, or a new one."""
+        while True:
             try:
-                self.connection.host.noop()
-            except (smtplib.SMTPException, OSError):
-                self.drop()
-        if self.connection is None:
-            self.connection = MailConnection(current_app.extensions["mail"])
-            self.connection.host = self.connection.configure_host()
-        return self.connection
+                connection, used_at = self.idle.get_nowait()
+            except queue.Empty:
+                connection = MailConnection(current_app.extensions["mail"])
+                connection.host = connection.configure_host()
+                return connection
+            if time.monotonic() - used_at < self.IDLE_CHECK or answers(connection):
+                return connection
+            close(connection)
 
-    def mark_used(self):
-        """Note that the connection just worked."""
-        self.last_used = time.monotonic()
-
-    def drop(self):
-        """Close and forget the connection (after an error, or at worker exit)."""
-        connection, self.connection = self.connection, None
-        if connection is not None and connection.host is not None:
+    def close_all(self):
+        """Say goodbye to the relay on every idle connection (at worker exit)."""
+        while True:
             try:
-                connection.host.quit()
-            except (smtplib.SMTPException, OSError):
-                connection.host.close()
+                connection, _ = self.idle.get_nowait()
+            except queue.Empty:
+                return
+            close(connection)
+
+
+def answers(connection):
+    """True if the server still answers NOOP on this connection."""
+    try:
+        return connection.host.noop()[0] == 250
+    except (smtplib.SMTPException, OSError):
+        return False
+
+
+def close(connection):
+    """QUIT (or just close) a connection, ignoring a server that is already gone."""
+    if connection is None or connection.host is None:
+        return
+    try:
+        connection.host.quit()
+    except (smtplib.SMTPException, OSError):
+        connection.host.close()
+
+
+_pool_lock = threading.Lock()
+
+
+def relay_connections():
+    """The current app's pool of SMTP connections to the relay (created on first use)."""
+    app = current_app._get_current_object()
+    with _pool_lock:
+        if "smtp_pool" not in app.extensions:
+            app.extensions["smtp_pool"] = ConnectionPool(app.config["MAIL_MAX_CONNECTIONS"])
+        return app.extensions["smtp_pool"]

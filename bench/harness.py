@@ -1,6 +1,7 @@
 """The parts every benchmark starts: its own Redis, the SMTP sink, workers; all stopped by pid."""
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -9,10 +10,42 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support import free_port, procfile_command
-
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+
+
+def free_port():
+    """Ask the kernel for a free TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def procfile_command(name):
+    """The command line of one Procfile process, as a list."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith(f"{name}:"):
+            return shlex.split(line.partition(":")[2])
+    raise KeyError(name)
+
+
+def tree_pss_mb(pids):
+    """The summed PSS (MB) of these processes and all their descendants (Linux /proc)."""
+    seen, todo, total_kb = set(), list(pids), 0
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total_kb += int(line.split()[1])
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo.extend(int(child) for child in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return round(total_kb / 1024, 1)
 
 
 class Stack:
@@ -21,6 +54,7 @@ class Stack:
     def __init__(self, workdir, smtp_delay=0.0):
         """Start Redis and the sink; set the environment the app's processes will read."""
         self.workdir = Path(workdir)
+        self.smtp_delay = smtp_delay
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.processes = []
         self.redis_port, self.smtp_port = free_port(), free_port()

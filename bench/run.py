@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Run the benchmarks side by side and print ratios (never part of the test suite).
 
-    python3 bench/run.py                 all five, full size (about 8 minutes on 2 cores)
-    python3 bench/run.py --quick         smaller counts, for a first look
-    python3 bench/run.py --only latency,cache
+    python3 bench/run.py                 all seven, full size; draws docs/img/benchmarks.png
+    python3 bench/run.py --quick         smaller counts, for a first look (no plot)
+    python3 bench/run.py --only relay,bulk_relay
 
 It builds .venv-bench (requirements.txt, requirements-dev.txt + bench/requirements.txt) on first use, needs
 `redis-server` on PATH, starts its own Redis and SMTP sink on free ports, and writes
@@ -84,7 +84,7 @@ def bench_throughput(stack, count, workers=2, rounds=3):
     The two take turns for `rounds` rounds and each side's median round counts: this
     machine's speed drifts by 20% or more from minute to minute.
     """
-    from app.mail import deliver_later
+    from app.delivery import deliver_later
 
     app = make_app(stack)
     os.environ["CELERY_BROKER_URL"] = stack.redis_url.rsplit("/", 1)[0] + "/1"
@@ -128,6 +128,88 @@ def bench_throughput(stack, count, workers=2, rounds=3):
     return result
 
 
+def bench_relay(workdir, count, prefork_count, workers=2, rounds=2, delay=0.1, rq_workers=2):
+    """6. A relay's latency (the sink waits `delay` s per DATA): the Procfile's worker vs Celery threads(25) and prefork(2).
+
+    Rounds alternate between the three; each side's median round counts. Worker memory is the
+    summed PSS of every process of that side (children included), read at the end of its round.
+    """
+    from bench.harness import Stack, tree_pss_mb
+
+    stack = Stack(Path(workdir) / "relay", smtp_delay=delay)
+    try:
+        app = make_app(stack)
+        from app.delivery import deliver_later
+        from bench.celery_app import celery
+
+        os.environ["CELERY_BROKER_URL"] = stack.redis_url.rsplit("/", 1)[0] + "/1"
+        celery.conf.broker_url = os.environ["CELERY_BROKER_URL"]
+        celery_env = {**stack.env, "CELERY_BROKER_URL": os.environ["CELERY_BROKER_URL"]}
+
+        def celery_worker(pool, concurrency):
+            command = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", pool,
+                       "-c", str(concurrency), "--loglevel", "WARNING"]
+            return lambda: [stack.spawn(f"celery-{pool}", command, celery_env)]
+
+        def enqueue_rq(tag, n_mails):
+            with app.test_request_context():
+                for n in range(n_mails):
+                    deliver_later(**mail_kwargs(n, tag))
+
+        def enqueue_celery(tag, n_mails):
+            for n in range(n_mails):
+                celery.send_task("send_mail", kwargs=mail_kwargs(n, tag))
+
+        sides = {
+            "rq": (enqueue_rq, lambda: stack.rq_workers(rq_workers), count),
+            "celery_threads_25": (enqueue_celery, celery_worker("threads", 25), count),
+            "celery_prefork_2": (enqueue_celery, celery_worker("prefork", workers), prefork_count),
+        }
+        runs = {side: [] for side in sides}
+        for number in range(rounds):
+            for side, (enqueue, start, n_mails) in sides.items():
+                enqueue(f"{side}{number}-", n_mails)
+                before, started = stack.delivered(), time.time()
+                processes = start()
+                stack.wait_delivered(before + n_mails)
+                pss = tree_pss_mb([process.pid for process in processes])
+                stack.stop(processes)
+                runs[side].append({**rate(stack, before, n_mails, started), "pss_mb": pss})
+        result = {"delay_s": delay, "mails": count, "prefork_mails": prefork_count, "rounds": rounds,
+                  "rq_processes": rq_workers, "rq_concurrency": int(os.environ.get("WORKER_CONCURRENCY", 25))}
+        for side, side_runs in runs.items():
+            result[side] = {key: statistics.median(run[key] for run in side_runs) for key in side_runs[0]}
+        steady = {side: result[side]["steady_mails_per_s"] for side in sides}
+        result["ratio_vs_celery_threads"] = round(steady["rq"] / steady["celery_threads_25"], 2)
+        result["ratio_vs_celery_prefork"] = round(steady["rq"] / steady["celery_prefork_2"], 1)
+        result["sink_ceiling_at_delay"] = sink_parallel_rate(stack, 3000, connections=100)
+    finally:
+        stack.stop()
+    return result
+
+
+def sink_parallel_rate(stack, count, connections):
+    """The sink's own ceiling with its delay: `connections` smtplib clients sending at once."""
+    import smtplib
+
+    message = (b"From: a@example.com\r\nTo: b@example.com\r\nSubject: x\r\n\r\n" + b"hello world\r\n" * 60)
+    before = stack.delivered()
+
+    def client(n_mails):
+        with smtplib.SMTP("127.0.0.1", stack.smtp_port, local_hostname="localhost") as smtp:
+            for _ in range(n_mails):
+                smtp.sendmail("a@example.com", ["b@example.com"], message)
+
+    threads = [threading.Thread(target=client, args=(count // connections,)) for _ in range(connections)]
+    started = time.time()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stack.wait_delivered(before + count // connections * connections)
+    return round(count // connections * connections / (time.time() - started), 1)
+
+
 def sink_max_rate(stack, count):
     """The sink's own ceiling: one smtplib connection sending a ready-made mail as fast as it can."""
     import smtplib
@@ -143,7 +225,7 @@ def sink_max_rate(stack, count):
 
 
 def bench_bulk(stack, users, workers=2):
-    """2. An announcement to `users` confirmed users vs the sink's maximum over one connection."""
+    """2. An announcement to `users` confirmed users vs the sink's own ceiling (the sink may have a delay)."""
     from app.announcements import announce
     from app.extensions import db
     from app.models import User, utcnow
@@ -162,14 +244,14 @@ def bench_bulk(stack, users, workers=2):
     stack.wait_delivered(before + recipients)
     bulk = rate(stack, before, recipients, started)
     stack.stop(processes)
-    ceiling = sink_max_rate(stack, 5000)
-    return {"users": recipients, "batches": batches, "workers": workers, **bulk, "sink_max_one_connection": ceiling,
-            "share_of_sink_max": round(bulk["steady_mails_per_s"] / ceiling, 2)}
+    ceiling = sink_parallel_rate(stack, 5000, 100) if stack.smtp_delay else sink_max_rate(stack, 5000)
+    return {"users": recipients, "batches": batches, "workers": workers, "smtp_delay_s": stack.smtp_delay, **bulk,
+            "sink_ceiling": ceiling, "share_of_sink_ceiling": round(bulk["steady_mails_per_s"] / ceiling, 2)}
 
 
 def bench_latency(stack, count):
     """3. Enqueue -> accepted by SMTP, one mail at a time, with one idle worker."""
-    from app.mail import deliver_later
+    from app.delivery import deliver_later
 
     app = make_app(stack)
     processes = stack.rq_workers(1)
@@ -197,7 +279,8 @@ def load(base_url, clients, per_client, tag):
     import http.client
     from urllib.parse import urlencode, urlsplit
 
-    from tests.support import csrf_token
+    def csrf_token(html):
+        return html.split('name="csrf_token" type="hidden" value="', 1)[1].split('"', 1)[0]
 
     host, port = urlsplit(base_url).hostname, urlsplit(base_url).port
     latencies, errors, lock = [], [], threading.Lock()
@@ -234,8 +317,7 @@ def load(base_url, clients, per_client, tag):
 
 def bench_signup(workdir, clients, per_client, password_hash):
     """4. Signup POST latency under load, SMTP taking 200 ms: deliver-later vs deliver-now."""
-    from bench.harness import Stack
-    from tests.support import free_port, procfile_command
+    from bench.harness import Stack, free_port, procfile_command
 
     results = {}
     for mode, module in (("deliver_later", "wsgi:app"), ("deliver_now", "bench.wsgi_deliver_now:app")):
@@ -315,9 +397,14 @@ def plot(results, path):
     # (result key, title, [(label, path to the figure in that result), ...])
     specs = [
         ("throughput", "1. mails/s, one mail per job",
-         [("RQ FlaskWorker x2", ("rq", "steady_mails_per_s")), ("Celery prefork(2)", ("celery", "steady_mails_per_s"))]),
+         [("RQ MailWorker x2", ("rq", "steady_mails_per_s")), ("Celery prefork(2)", ("celery", "steady_mails_per_s"))]),
+        ("relay", "6. mails/s, relay answers in 100 ms",
+         [("RQ MailWorker x2", ("rq", "steady_mails_per_s")), ("Celery threads(25)", ("celery_threads_25", "steady_mails_per_s")),
+          ("Celery prefork(2)", ("celery_prefork_2", "steady_mails_per_s"))]),
+        ("bulk_relay", "7. bulk mails/s, relay 100 ms",
+         [("announcement x2 workers", ("steady_mails_per_s",)), ("sink ceiling", ("sink_ceiling",))]),
         ("bulk", "2. bulk mails/s",
-         [("announcement x2 workers", ("steady_mails_per_s",)), ("sink max, 1 connection", ("sink_max_one_connection",))]),
+         [("announcement x2 workers", ("steady_mails_per_s",)), ("sink max", ("sink_ceiling",))]),
         ("latency", "3. enqueue -> delivered (ms)", [("p50", ("p50_ms",)), ("p95", ("p95_ms",))]),
         ("signup", "4. signup POST p50 (ms)",
          [("deliver later", ("deliver_later", "p50_ms")), ("deliver now", ("deliver_now", "p50_ms"))]),
@@ -333,7 +420,7 @@ def plot(results, path):
               for key, title, bars in specs if key in results]
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), squeeze=False)
     for axis, (title, labels, values) in zip(axes[0], panels, strict=True):
-        bars = axis.bar(labels, values, color=["#3b7dd8", "#b0b0b0"])
+        bars = axis.bar(labels, values, color=["#3b7dd8", "#b0b0b0", "#d0d0d0"][:len(values)])
         axis.set_title(title, fontsize=10)
         axis.bar_label(bars, fmt="%g", fontsize=8)
         axis.tick_params(axis="x", labelsize=8, rotation=10)
@@ -348,7 +435,8 @@ def main():
     os.chdir(ROOT)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts")
-    parser.add_argument("--only", default="throughput,bulk,latency,signup,cache")
+    parser.add_argument("--rq-processes", type=int, default=2, help="worker processes at 100 ms (relay, bulk_relay)")
+    parser.add_argument("--only", default="throughput,relay,bulk,bulk_relay,latency,signup,cache")
     args = parser.parse_args()
     chosen = args.only.split(",")
     quick = args.quick
@@ -359,16 +447,21 @@ def main():
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         for name in chosen:
             print(f"==> {name}", flush=True)
-            if name == "signup":
+            if name == "relay":
+                results["relay"] = bench_relay(workdir, 1000 if quick else 3000, 60 if quick else 200,
+                                               rq_workers=args.rq_processes)
+            elif name == "signup":
                 results["signup"] = bench_signup(workdir, 8, 10 if quick else 40, "pbkdf2:sha256:1")
                 results["signup_with_scrypt"] = bench_signup(workdir, 8, 5 if quick else 15, "scrypt")
             else:
-                stack = Stack(Path(workdir) / name)
+                stack = Stack(Path(workdir) / name, smtp_delay=0.1 if name == "bulk_relay" else 0.0)
                 try:
                     if name == "throughput":
                         results[name] = bench_throughput(stack, 300 if quick else 1000)
                     elif name == "bulk":
                         results[name] = bench_bulk(stack, 2000 if quick else 10_000)
+                    elif name == "bulk_relay":
+                        results[name] = bench_bulk(stack, 2000 if quick else 10_000, workers=args.rq_processes)
                     elif name == "latency":
                         results[name] = bench_latency(stack, 50 if quick else 200)
                     elif name == "cache":
@@ -382,6 +475,9 @@ def main():
     merged = {**(json.loads(saved.read_text()) if saved.exists() else {}), **results}  # --only keeps the rest
     saved.write_text(json.dumps(merged, indent=2))
     results = merged
+    if quick or args.only != parser.get_default("only"):
+        print("==> results in bench/results/results.json (the plot is drawn by a full run only)")
+        return
     plot(results, ROOT / "docs" / "img" / "benchmarks.png")
     print("==> results in bench/results/results.json, plot in docs/img/benchmarks.png")
 

@@ -3,9 +3,9 @@
     gunicorn bench.wsgi_deliver_now:app
 """
 
-import app.auth.mails
+import app.auth.emails
 from app import create_app
-from app.mail import deliver_now
+from app.delivery import deliver_now
 
 
 def deliver_now_instead(template, to, subject, context, message_id=None):
@@ -13,5 +13,5 @@ def deliver_now_instead(template, to, subject, context, message_id=None):
     deliver_now(template, to, subject, context, message_id)
 
 
-app.auth.mails.deliver_later = deliver_now_instead
+app.auth.emails.deliver_later = deliver_now_instead
 app = create_app()

@@ -112,6 +112,38 @@ def runner(app):
     return app.test_cli_runner()
 
 
+class AuthActions:
+    """flaskr's `auth` fixture: sign up, log in and confirm through the real forms, as a browser does."""
+
+    def __init__(self, client):
+        """Act through this test client (its cookies are the browser's)."""
+        self.client = client
+
+    def signup(self, email="ada@example.com", password="correct horse battery"):
+        """Post the signup form; return the response."""
+        from tests.support import signup
+
+        return signup(self.client, email, password)
+
+    def login(self, email="ada@example.com", password="correct horse battery"):
+        """Post the login form; return the response."""
+        from tests.support import login
+
+        return login(self.client, email, password)
+
+    def confirm(self, message):
+        """Follow the confirmation link of a received mail; return the response."""
+        from tests.support import confirm_link
+
+        return self.client.get(confirm_link(message).split("localhost", 1)[1])
+
+
+@pytest.fixture()
+def auth(client):
+    """Sign up, log in and confirm as the `client` browser (flaskr's conftest has the same fixture)."""
+    return AuthActions(client)
+
+
 def process_env(app):
     """The environment a worker or web subprocess needs to reach the same Redis, SMTP and database."""
     config = app.config

@@ -161,6 +161,7 @@ class ScriptedMaildirHandler(MaildirHandler):
         self.attempts = 0
         self.sessions = set()  # SMTP sessions (connections) that sent DATA
         self.unknown_addresses = set()  # recipients refused with 550 at RCPT
+        self.data_reply_delay = 0.0  # seconds between storing a message and answering its DATA
         self.lock = threading.Lock()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -182,7 +183,10 @@ class ScriptedMaildirHandler(MaildirHandler):
             refusal = self.always_refuse or (self.refusals.pop(0) if self.refusals else None)
         if refusal:
             return refusal
-        return await super().handle_DATA(server, session, envelope)
+        reply = await super().handle_DATA(server, session, envelope)
+        if self.data_reply_delay:
+            await asyncio.sleep(self.data_reply_delay)  # stored, but the answer is slow (a busy relay)
+        return reply
 
 
 class RecordingSMTP:

@@ -1,4 +1,4 @@
-"""Bulk announcements: batched jobs, one SMTP connection per worker, resumable without duplicates."""
+"""Bulk announcements: batched jobs sent side by side, one SMTP connection per batch, resumable without duplicates."""
 
 import time
 from collections import Counter
@@ -40,7 +40,7 @@ def test_flask_announce_batches_and_sends_once_to_each_confirmed_user(app, runne
     run_worker()
     smtp_server.wait_for_messages(25)
     assert recipients(smtp_server) == Counter({address: 1 for address in users})
-    assert len(smtp_server.handler.sessions) == 1  # one worker, one SMTP connection for all batches
+    assert len(smtp_server.handler.sessions) == 3  # the three batches at once, one connection each
     assert "We shipped it." in smtp_server.messages[0].get_body(("plain",)).get_content()
 
 

@@ -35,3 +35,8 @@ def test_a_value_that_means_nothing_stops_the_app_with_its_name():
 
 def test_retry_intervals_are_a_list_of_seconds():
     assert config_value("MAIL_RETRY_INTERVALS", MAIL_RETRY_INTERVALS="1,2,3") == (0, "[1, 2, 3]")
+
+
+def test_mail_links_follow_the_dev_servers_port():
+    assert config_value("SITE_URL", PORT="5001") == (0, "'http://localhost:5001'")
+    assert config_value("SITE_URL", PORT="5001", SITE_URL="https://mailer.example.com") == (0, "'https://mailer.example.com'")

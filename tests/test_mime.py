@@ -1,13 +1,13 @@
-"""app.mime writes the very bytes compat32 writes, faster, and a shared body addresses each copy right."""
+"""app.mime (the bulk speed-up) writes the very bytes compat32 writes, faster, and a shared body addresses each copy right."""
 
 import email
 from email import policy
 
 import pytest
 
+from app.delivery import build_message
 from app.dev.previews import PREVIEWS
-from app.mail import SharedMail, build_message
-from app.mime import SMTP_POLICY, set_boundaries
+from app.mime import SMTP_POLICY, SharedMail, set_boundaries
 
 STOCK = policy.compat32.clone(linesep="\r\n")
 
@@ -59,4 +59,4 @@ def test_shared_mail_copies_differ_only_in_recipient_and_message_id(app):
     assert parsed["Subject"] == alone["Subject"]
     for kind in ("plain", "html"):
         assert parsed.get_body((kind,)).get_content() == alone.get_body((kind,)).get_content()
-    assert shared.first.prepared is None  # the first message still writes itself
+    assert getattr(shared.first, "prepared", None) is None  # the first message still writes itself

@@ -209,9 +209,9 @@ def test_signups_survive_a_redis_failover_and_a_worker_cut_off(network, tmp_path
         web = Web([hosts["web1"], hosts["web2"]])
         for name in ("web1", "web2"):
             alone = Web([hosts[name]])
-            wait_for(lambda: alone.request("GET", "/")[0] == 200, timeout=60, interval=0.2, message=f"gunicorn on {name}")
+            wait_for(lambda alone=alone: alone.request("GET", "/")[0] == 200, timeout=60, interval=0.2, message=f"gunicorn on {name}")
         for name in ("worker1", "worker2"):
-            wait_for(lambda: b"Listening on" in (tmp_path / f"{name}.log").read_bytes(), timeout=60, message=f"{name}")
+            wait_for(lambda name=name: b"Listening on" in (tmp_path / f"{name}.log").read_bytes(), timeout=60, message=f"{name}")
 
         # A user who signs in before everything and checks, all along, that they still are.
         status, cookie, _ = web.submit("/auth/signup", {"email": "watcher@example.com", "password": "correct horse battery",

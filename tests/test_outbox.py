@@ -18,8 +18,8 @@ import redis
 from rq.registry import StartedJobRegistry
 
 from app.auth.routes import create_account
+from app.delivery import SENT_MARKER_PREFIX, job_id_for
 from app.extensions import db
-from app.mail import SENT_MARKER_PREFIX, job_id_for
 from app.models import User, utcnow
 from app.outbox import OutboxMail, claim, stage_mail, sweep
 from tests.conftest import process_env

@@ -20,7 +20,6 @@ from tests.sentinel_support import (
 )
 from tests.support import RedisServer, confirm_link, login, signup, wait_for
 
-
 # --- the URL, alone -------------------------------------------------------------------------
 
 def test_sentinel_url_is_parsed_into_sentinels_service_and_db():

@@ -19,7 +19,7 @@ def test_signup_enqueues_and_worker_delivers_a_working_link(app, client, smtp_se
     queue = mailers_queue(app)
     assert queue.count == 1
     job = queue.jobs[0]
-    assert job.func_name == "app.mail.send_mail_job"
+    assert job.func_name == "app.delivery.send_mail_job"
     assert job.kwargs["to"] == "ada@example.com"
     raw = redis.Redis.from_url(app.config["RQ_REDIS_URL"]).hget(f"rq:job:{job.id}", "data")
     json.loads(__import__("zlib").decompress(raw))  # stored as JSON, not pickle
@@ -49,11 +49,11 @@ def test_signup_enqueues_and_worker_delivers_a_working_link(app, client, smtp_se
     assert "signed in as <strong>ada@example.com</strong>" in home.get_data(as_text=True)
 
 
-def test_login_after_confirmation_in_a_fresh_browser(app, client, smtp_server, run_worker):
-    signup(client, "grace@example.com")
+def test_login_after_confirmation_in_a_fresh_browser(app, auth, smtp_server, run_worker):
+    auth.signup("grace@example.com")
     run_worker()
     (message,) = smtp_server.wait_for_messages(1)
-    assert client.get(confirm_link(message).split("localhost", 1)[1]).status_code == 302
+    assert auth.confirm(message).status_code == 302
 
     fresh = app.test_client()
     assert login(fresh, "grace@example.com", "wrong password!").status_code == 400
@@ -75,9 +75,15 @@ def test_resend_enqueues_a_new_confirmation(app, client, smtp_server, run_worker
     assert confirm_link(first) != confirm_link(second) or first["Message-ID"] != second["Message-ID"]
 
 
-def test_one_worker_reuses_one_smtp_connection(app, smtp_server, run_worker):
-    for n in range(3):
+def test_worker_reuses_at_most_max_connections_to_the_relay(app, smtp_server, run_worker, worker_env):
+    for n in range(12):
         signup(app.test_client(), f"user{n}@example.com")
-    run_worker()
-    assert len(smtp_server.wait_for_messages(3)) == 3
-    assert len(smtp_server.handler.sessions) == 1
+    run_worker(env={**worker_env, "MAIL_MAX_CONNECTIONS": "2"})
+    assert len(smtp_server.wait_for_messages(12)) == 12
+    assert 1 <= len(smtp_server.handler.sessions) <= 2  # 25 senders, two kept connections
+
+    for n in range(3):
+        signup(app.test_client(), f"again{n}@example.com")
+    run_worker(env={**worker_env, "MAIL_MAX_CONNECTIONS": "1"})
+    assert len(smtp_server.wait_for_messages(15)) == 15
+    assert len(smtp_server.handler.sessions) <= 3  # one more connection, reused mail after mail

@@ -12,8 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.auth import bp
+from app.auth.emails import claim_notice, confirmation_mail, notify_existing_account, send_confirmation
 from app.auth.forms import LoginForm, LogoutForm, ResendForm, SignupForm, normalize_email
-from app.auth.mails import claim_notice, confirmation_mail, notify_existing_account, send_confirmation
 from app.auth.tokens import TokenExpired, TokenInvalid, read_confirm_token
 from app.extensions import db, limiter
 from app.main.routes import forget_home_page

@@ -3,12 +3,12 @@
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 
 from app.connections import ROLE_URL_SETTINGS
+from app.delivery import build_message
 from app.dev import bp
 from app.dev.dashboard import DASHBOARD_PREFIX
 from app.dev.forms import AnnouncementForm
 from app.dev.inbox import list_messages, read_message
 from app.dev.previews import PREVIEWS
-from app.mail import build_message
 from app.redis_info import role_problems, role_status
 
 

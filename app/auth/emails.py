@@ -5,8 +5,8 @@ import time
 from flask import url_for
 
 from app.auth.tokens import make_confirm_token
-from app.mail import deliver_later, new_message_id
 from app.connections import redis_client
+from app.delivery import deliver_later, new_message_id
 
 # At most one "you already have an account" mail per address in this many seconds,
 # so a double submit (or someone probing addresses) cannot flood an inbox.
