@@ -120,7 +120,7 @@ class Config:
     # The site's public address: every absolute URL (the links in mails) is built from it,
     # never from the Host or X-Forwarded-Host header a request brings (app/site_url.py).
     # Development's default follows PORT, the port `python3 dev.py` serves the app on.
-    SITE_URL = env.str("SITE_URL", f"http://localhost:{env.int('PORT', 5000)}")
+    SITE_URL = env.str("SITE_URL", f"http://localhost:{env.str('PORT', '5000')}")  # dev.py checks PORT
     # Hosts the app answers to (Flask refuses others with a 400); None accepts any. With
     # TRUST_ONLY_SITE_HOST (production) an unset TRUSTED_HOSTS becomes SITE_URL's host alone.
     TRUSTED_HOSTS = env.list("TRUSTED_HOSTS", None)

@@ -11,7 +11,9 @@ meet the same machine load.
 
 import argparse
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,8 +22,50 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("FLASK_CONFIG", "testing")
 
-from tests.sentinel_support import ReplicaServer  # noqa: E402
-from tests.support import RedisServer, redis_overrides, signup, wait_for  # noqa: E402
+from bench.harness import free_port  # noqa: E402
+
+ROLE_URLS = ("REDIS_URL", "RQ_REDIS_URL", "CACHE_REDIS_URL", "SESSION_REDIS_URL", "RATELIMIT_STORAGE_URI")
+
+
+def start_redis(directory, *extra):
+    """A redis-server of our own (AOF everysec, noeviction) in `directory`; returns (process, port)."""
+    import redis
+
+    port = free_port()
+    directory.mkdir(parents=True)
+    process = subprocess.Popen(
+        [shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+         "--save", "", "--appendonly", "yes", "--maxmemory-policy", "noeviction", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    wait_until(lambda: pings(redis.Redis(port=port, socket_connect_timeout=0.2)), "redis-server to start")
+    return process, port
+
+
+def pings(client):
+    """True if a Redis answers PING."""
+    import redis
+
+    try:
+        return client.ping()
+    except redis.exceptions.ConnectionError:
+        return False
+
+
+def wait_until(predicate, what, timeout=30):
+    """Poll `predicate` until it is true, or stop the benchmark after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            sys.exit(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def signup(client, address, password="correct horse battery"):
+    """The signup form, fetched and posted like a browser (CSRF token included)."""
+    page = client.get("/auth/signup").get_data(as_text=True)
+    token = page.split('name="csrf_token" type="hidden" value="', 1)[1].split('"', 1)[0]
+    return client.post("/auth/signup", data={"csrf_token": token, "email": address, "password": password, "password2": password})
 
 
 def make_app(redis_url, database, wait_replicas):
@@ -31,7 +75,7 @@ def make_app(redis_url, database, wait_replicas):
     from app import create_app
 
     app = create_app("testing", {
-        **redis_overrides(redis_url), "SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}",
+        **{setting: redis_url for setting in ROLE_URLS}, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}",
         "RQ_WAIT_REPLICAS": wait_replicas, "RQ_WAIT_TIMEOUT_MS": 1000, "SIGNUP_RATE_LIMIT": "100000 per minute",
     })
     with app.app_context():
@@ -58,31 +102,31 @@ def main():
     parser.add_argument("--signups", type=int, default=200)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
-        primary = RedisServer(Path(workdir, "primary"))
-        primary.directory.mkdir()
-        primary.start()
-        replica = ReplicaServer(Path(workdir, "replica"), "127.0.0.1", primary.port).start()
+        primary, primary_port = start_redis(Path(workdir, "primary"))
+        replica, _ = start_redis(Path(workdir, "replica"), "--replicaof", "127.0.0.1", str(primary_port))
         try:
-            wait_for(lambda: primary_has_replica(primary), timeout=30, message="the replica to sync")
-            apps = {setting: make_app(primary.url, Path(workdir, f"app-{setting}.sqlite"), setting) for setting in (0, 1)}
+            wait_until(lambda: primary_has_replica(primary_port), "the replica to sync")
+            url = f"redis://127.0.0.1:{primary_port}/0"
+            apps = {setting: make_app(url, Path(workdir, f"app-{setting}.sqlite"), setting) for setting in (0, 1)}
             times = {0: [], 1: []}
             for round_number in range(args.rounds):
                 for setting in (0, 1) if round_number % 2 == 0 else (1, 0):
                     times[setting] += signup_times(apps[setting], args.signups, f"wait{setting}")
         finally:
-            replica.stop()
-            primary.stop()
+            for process in (replica, primary):  # ours, by pid
+                process.terminate()
+                process.wait(timeout=10)
     for setting, label in ((0, "no WAIT (RQ_WAIT_REPLICAS=0)"), (1, "WAIT 1 (RQ_WAIT_REPLICAS=1)")):
         ordered = sorted(times[setting])
         p95 = ordered[int(len(ordered) * 0.95)]
         print(f"{label:32} signups {len(ordered):5}  p50 {1000 * statistics.median(ordered):6.2f} ms  p95 {1000 * p95:6.2f} ms")
 
 
-def primary_has_replica(primary):
+def primary_has_replica(port):
     """True when the primary sees one replica online."""
     import redis
 
-    info = redis.Redis(port=primary.port).info("replication")
+    info = redis.Redis(port=port).info("replication")
     return info.get("connected_slaves") == 1 and info.get("slave0", {}).get("state") == "online"
 
 
