@@ -1,0 +1,39 @@
+"""The Japanese edition keeps pace with the English one: every page, section, snippet and checkpoint."""
+
+import re
+
+import pytest
+
+from tests.support import ROOT
+
+DOCS = ROOT / "docs"
+HEADING = re.compile(r"^(#{1,6}) ", re.M)
+SNIPPET = re.compile(r'^--8<-- "([^"]+)"', re.M)
+IMAGE = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
+CHECKPOINT = re.compile(r"<!-- checkpoint -->\s*```console\n(.*?)```", re.S)
+FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+
+
+def english_pages():
+    """Every English page (the Japanese ones end in .ja.md)."""
+    return sorted(page for page in DOCS.glob("*.md") if not page.name.endswith(".ja.md"))
+
+
+def outline(text):
+    """What a translation must keep: heading levels, snippets, images and checkpoints, in order."""
+    prose = FENCE.sub("", text)  # a '#' inside a code block is a comment, not a heading
+    return {
+        "headings": [len(level) for level in HEADING.findall(prose)],
+        "snippets": SNIPPET.findall(text),
+        "images": IMAGE.findall(text),
+        "checkpoints": CHECKPOINT.findall(text),
+    }
+
+
+@pytest.mark.parametrize("page", english_pages(), ids=lambda page: page.stem)
+def test_japanese_page_keeps_pace(page):
+    translation = page.with_name(f"{page.stem}.ja.md")
+    assert translation.exists(), f"{page.name} has no Japanese counterpart {translation.name}"
+    english, japanese = outline(page.read_text()), outline(translation.read_text())
+    for part in english:
+        assert japanese[part] == english[part], f"{translation.name} lags {page.name} in its {part}"
