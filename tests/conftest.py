@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from tests.support import (
 )
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+SESSION_STARTED = time.time()
 
 
 # --8<-- [start:servers]
@@ -210,3 +212,12 @@ def run_worker(worker_env):
 def pytest_report_header(config):
     """Show which Python the suite runs on."""
     return f"python: {sys.executable}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the figures this run's fault and multi-host tests wrote, so CI's log shows them."""
+    for name in ("multihost.json", "faults.json"):
+        path = ARTIFACTS / name
+        if path.exists() and path.stat().st_mtime >= SESSION_STARTED:
+            terminalreporter.write_sep("-", f"figures: test-artifacts/{name}")
+            terminalreporter.write_line(path.read_text())

@@ -152,11 +152,14 @@ def test_docs_diagrams_render_offline(browser_page, built_site):
     page.set_viewport_size({"width": 1280, "height": 900})
     # Offline: every request that leaves the local site is refused (a CDN copy of mermaid included).
     page.route(re.compile(r"^(?!" + re.escape(built_site) + ").*"), lambda route: route.abort())
-    pages = [path.stem for path in sorted((ROOT / "docs").glob("*.md")) if "```mermaid" in path.read_text()]
+    english = [path for path in sorted((ROOT / "docs").glob("*.md")) if not path.name.endswith(".ja.md")]
+    pages = [path.stem for path in english if "```mermaid" in path.read_text()]
     assert {"index", "rq", "cache", "sessions", "deploying"} <= set(pages)
-    for name in pages:
-        blocks = (ROOT / "docs" / f"{name}.md").read_text().count("```mermaid")
-        page.goto(f"{built_site}/{'' if name == 'index' else name + '/'}")
+    # Each page with a diagram, in English and in its Japanese edition (under /ja/).
+    for name, language in [(name, language) for name in pages for language in ("", "ja/")]:
+        source = ROOT / "docs" / (f"{name}.ja.md" if language else f"{name}.md")
+        blocks = source.read_text().count("```mermaid")
+        page.goto(f"{built_site}/{language}{'' if name == 'index' else name + '/'}")
         # Material swaps each <pre class="mermaid"> source for a <div class="mermaid"> holding the
         # SVG (in a closed shadow root, so we look at the swap and the drawing's size).
         page.wait_for_function(
@@ -167,4 +170,4 @@ def test_docs_diagrams_render_offline(browser_page, built_site):
         for number, diagram in enumerate(page.locator("div.mermaid").all(), start=1):
             assert diagram.bounding_box()["height"] > 100, f"{name}: diagram {number} is empty"
             SHOTS.mkdir(parents=True, exist_ok=True)
-            diagram.screenshot(path=str(SHOTS / f"diagram-{name}-{number}.png"))
+            diagram.screenshot(path=str(SHOTS / f"diagram-{language.strip('/') or 'en'}-{name}-{number}.png"))
