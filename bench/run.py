@@ -22,8 +22,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_VENV = ROOT / ".venv-bench"
-# The benchmarks run the production config, which refuses to start without a real key.
+# The benchmarks run the production config, which refuses to start without a real key and a
+# public https address (SITE_URL; mail links are built from it).
 BENCH_SECRET_KEY = "benchmark-secret-key-not-for-production-use-0123456789"
+BENCH_SITE_URL = "https://bench.example.com"
 
 
 def bootstrap():
@@ -441,6 +443,8 @@ def main():
     chosen = args.only.split(",")
     quick = args.quick
     os.environ["SECRET_KEY"] = BENCH_SECRET_KEY  # before config.py is first imported (processes inherit it)
+    os.environ["SITE_URL"] = BENCH_SITE_URL
+    os.environ["TRUSTED_HOSTS"] = "127.0.0.1,localhost"  # the load generators call loopback
     from bench.harness import Stack
 
     results = {}
