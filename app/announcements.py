@@ -14,13 +14,13 @@ from sqlalchemy import select
 
 from app.connections import get_queue, redis_client
 from app.delivery import (
-    SENT_MARKER_PREFIX,
     PermanentMailError,
     describe,
     is_permanent,
     mark_sent,
     new_message_id,
     retried_unless_permanent,
+    sent_marker,
 )
 from app.extensions import db
 from app.mime import SharedMail
@@ -68,7 +68,7 @@ def send_announcement_batch(announcement_id, subject, body, user_ids):
     message_ids = [new_message_id("announce", f"{announcement_id}.{user_id}") for user_id, _ in recipients]
     already_sent = jobs_redis.pipeline(transaction=False)
     for message_id in message_ids:
-        already_sent.exists(SENT_MARKER_PREFIX + message_id)
+        already_sent.exists(sent_marker(message_id))
     done = already_sent.execute()
 
     pending = [(email, message_id) for (_, email), message_id, skip in zip(recipients, message_ids, done, strict=True)

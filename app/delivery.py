@@ -30,6 +30,17 @@ def has_line_break(*values):
     return any("\r" in value or "\n" in value for value in values)
 
 
+def refuse_header_injection(to, subject):
+    """Raise ValueError if the recipient or subject could smuggle in extra mail headers."""
+    if has_line_break(to, subject):
+        raise ValueError("mail headers must not contain line breaks")
+
+
+def sent_marker(message_id):
+    """The Redis key that says the relay accepted this mail (mail:sent:<Message-ID>)."""
+    return SENT_MARKER_PREFIX + message_id
+
+
 def new_message_id(kind, key=None):
     """A Message-ID fixed before the job exists, so every run of the job sends the same mail.
 
@@ -66,8 +77,7 @@ def deliver_later(template, to, subject, context, message_id=None):
     `context` must be JSON-safe: it travels through Redis as the job's arguments. The same
     mail (same Message-ID) enqueued again returns the job already there: one job per mail.
     """
-    if has_line_break(to, subject):
-        raise ValueError("mail headers must not contain line breaks")
+    refuse_header_injection(to, subject)
     message_id = message_id or new_message_id(template)
     config, queue = current_app.config, get_queue("mailers")
     intervals = config["MAIL_RETRY_INTERVALS"]
@@ -140,7 +150,7 @@ def retried_unless_permanent(label):
 
 def mark_sent(message_id):
     """Remember that the relay accepted this mail, so no later run of its job sends it again."""
-    redis_client("jobs").set(SENT_MARKER_PREFIX + message_id, 1, ex=current_app.config["MAIL_SENT_MARKER_TTL"])
+    redis_client("jobs").set(sent_marker(message_id), 1, ex=current_app.config["MAIL_SENT_MARKER_TTL"])
 
 
 # --8<-- [start:send_mail_job]
@@ -149,7 +159,7 @@ def send_mail_job(template, to, subject, context, message_id):
 
     It runs inside the app context that app.worker.AppContextJob pushes for each job.
     """
-    if redis_client("jobs").exists(SENT_MARKER_PREFIX + message_id):
+    if redis_client("jobs").exists(sent_marker(message_id)):
         log.info("mail %s already accepted by the SMTP server, not sending again", message_id)
         return {"message_id": message_id, "skipped": True}
     with retried_unless_permanent(to):

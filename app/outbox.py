@@ -17,7 +17,7 @@ from rq.job import Job, JobStatus
 from sqlalchemy import delete, select, update
 
 from app.connections import redis_client
-from app.delivery import SENT_MARKER_PREFIX, deliver_later, has_line_break, job_id_for, new_message_id
+from app.delivery import deliver_later, job_id_for, new_message_id, refuse_header_injection, sent_marker
 from app.extensions import db
 from app.models import utcnow
 
@@ -73,8 +73,7 @@ def stage_mail(template, to, subject, context, message_id=None):
 
     Takes deliver_later()'s arguments. Call deliver_staged() after the commit.
     """
-    if has_line_break(to, subject):
-        raise ValueError("mail headers must not contain line breaks")
+    refuse_header_injection(to, subject)
     grace = current_app.config["OUTBOX_GRACE_SECONDS"]
     mail = OutboxMail(
         message_id=message_id or new_message_id(template),
@@ -103,7 +102,7 @@ def job_state(message_id):
     old one's writes, a state RQ itself recovers from, except a job that is not there at all.
     """
     with redis_client("jobs").pipeline() as pipe:
-        pipe.exists(SENT_MARKER_PREFIX + message_id)
+        pipe.exists(sent_marker(message_id))
         pipe.hget(Job.key_for(job_id_for(message_id)), "status")
         marked, status = pipe.execute()
     status = status.decode() if status else None
