@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Set up and run the whole system, or run the tests, on a machine that only has Python 3.11+.
+"""Set up and run the whole system, or run the tests, on a machine that only has Python 3.11.5+.
 
     python3 dev.py          set up, then run web + worker + mail catcher (+ Redis if none fit answers)
     python3 dev.py --workers 2   the same with two worker processes
@@ -46,8 +46,8 @@ def run(*command, **kwargs):
 
 def ensure_venv(venv_dir=VENV, requirement_files=REQUIREMENTS):
     """Create a virtualenv and install the pinned requirements, again only when they change."""
-    if sys.version_info < (3, 11):
-        sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}.")
+    if sys.version_info < (3, 11, 5):  # pymdown-extensions 13 (the docs) needs 3.11.5
+        sys.exit(f"Python 3.11.5 or newer is needed; this is {sys.version.split()[0]}.")
     python = venv_dir / PYTHON.relative_to(VENV)
     if not python.exists():
         say(f"creating the virtualenv in {venv_dir.name}")
