@@ -8,12 +8,13 @@ from contextlib import contextmanager
 from email.utils import parseaddr
 
 from flask import current_app, render_template
-from flask_mail import BadHeaderError, Message
+from flask_mail import BadHeaderError
 from jinja2 import TemplateNotFound
 from rq import Retry, get_current_job
 from rq.exceptions import DuplicateJobError
 
 from app.connections import get_queue, redis_client, wait_for_replica
+from app.mime import MailMessage
 from app.smtp import relay_connections
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,7 @@ def sent_marker(message_id):
 
 
 def new_message_id(kind, key=None):
-    """A Message-ID fixed before the job exists, so every run of the job sends the same mail.
-
-    With a key (e.g. a user id plus a time window) the id is deterministic; without one, random.
-    """
+    """A Message-ID fixed before the job exists, so every run sends the same mail (random unless `key` fixes it)."""
     domain = parseaddr(current_app.config["MAIL_DEFAULT_SENDER"])[1].partition("@")[2] or "localhost"
     local_part = f"{kind}.{key}" if key is not None else f"{kind}.{uuid.uuid4().hex}"
     return f"<{local_part.replace('/', '.')}@{domain}>"
@@ -58,8 +56,8 @@ def job_id_for(message_id):
 
 # --8<-- [start:build_message]
 def build_message(template, to, subject, context, message_id):
-    """Render `<template>.txt` and `<template>.html` into a Flask-Mail Message."""
-    message = Message(
+    """Render `<template>.txt` and `<template>.html` into a Flask-Mail Message (app.mime writes it faster)."""
+    message = MailMessage(
         subject=current_app.config["MAIL_SUBJECT_PREFIX"] + subject,
         recipients=[to],
         body=render_template(f"{template}.txt", **context),
@@ -72,26 +70,20 @@ def build_message(template, to, subject, context, message_id):
 
 # --8<-- [start:deliver_later]
 def deliver_later(template, to, subject, context, message_id=None):
-    """Enqueue a mail on the `mailers` queue and return its RQ job. Never talks to SMTP.
-
-    `context` must be JSON-safe: it travels through Redis as the job's arguments. The same
-    mail (same Message-ID) enqueued again returns the job already there: one job per mail.
-    """
+    """Enqueue a mail on `mailers` (context: JSON-safe) and return its RQ job; never talks to SMTP."""
     refuse_header_injection(to, subject)
     message_id = message_id or new_message_id(template)
     config, queue = current_app.config, get_queue("mailers")
-    intervals = config["MAIL_RETRY_INTERVALS"]
+    intervals = config["MAIL_RETRY_INTERVALS"]  # a transient failure (or a killed worker) is retried after these
     try:
         job = queue.enqueue(
             send_mail_job,  # stored as "app.delivery.send_mail_job"; the worker imports it
-            kwargs={"template": template, "to": to, "subject": subject, "context": context,
-                    "message_id": message_id},
+            kwargs={"template": template, "to": to, "subject": subject, "context": context, "message_id": message_id},
             job_id=job_id_for(message_id),
-            unique=True,
+            unique=True,  # the same mail enqueued again raises: we return the job already there
             description=f"mail {template} to {to}",
             job_timeout=config["MAIL_JOB_TIMEOUT"],
             failure_ttl=config["MAIL_FAILURE_TTL"],
-            # Transient failures (and a worker killed mid-send) are retried after these delays.
             retry=Retry(max=len(intervals), interval=intervals) if intervals else None,
         )
     except DuplicateJobError:
@@ -111,12 +103,11 @@ def deliver_now(template, to, subject, context, message_id=None):
 
 # --8<-- [start:is_permanent]
 def is_permanent(exc):
-    """Classify a send error: True for one that a retry cannot fix."""
+    """Classify a send error: True for one a retry cannot fix (a 5xx; an address or header that cannot be encoded)."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         return all(code >= 500 for code, _ in exc.recipients.values())
     if isinstance(exc, smtplib.SMTPResponseException):
         return exc.smtp_code >= 500
-    # An address or header that cannot be encoded fails the same way every time.
     permanent = (PermanentMailError, BadHeaderError, TemplateNotFound, smtplib.SMTPNotSupportedError, UnicodeError)
     return isinstance(exc, permanent)
 # --8<-- [end:is_permanent]
@@ -140,8 +131,7 @@ def retried_unless_permanent(label):
     except Exception as exc:
         if not is_permanent(exc):
             raise
-        job = get_current_job()
-        if job is not None:
+        if (job := get_current_job()) is not None:
             job.retries_left = 0  # RQ would otherwise retry it like any other error
         if isinstance(exc, PermanentMailError):
             raise
@@ -155,10 +145,7 @@ def mark_sent(message_id):
 
 # --8<-- [start:send_mail_job]
 def send_mail_job(template, to, subject, context, message_id):
-    """The RQ job on `mailers`: send one mail once, however many times the job runs.
-
-    It runs inside the app context that app.worker.AppContextJob pushes for each job.
-    """
+    """The RQ job on `mailers` (in the app context app.worker gives it): send one mail once, however often it runs."""
     if redis_client("jobs").exists(sent_marker(message_id)):
         log.info("mail %s already accepted by the SMTP server, not sending again", message_id)
         return {"message_id": message_id, "skipped": True}

@@ -47,16 +47,6 @@ class OutboxMail(db.Model):
     # How often a sweeper found the job missing and enqueued it again.
     requeues = db.Column(db.Integer, nullable=False, default=0)
 
-    def deliver_later_arguments(self):
-        """The keyword arguments for deliver_later()."""
-        return {
-            "template": self.template,
-            "to": self.recipient,
-            "subject": self.subject,
-            "context": self.context,
-            "message_id": self.message_id,
-        }
-
     def __repr__(self):
         """Show the Message-ID and the address when debugging."""
         return f"<OutboxMail {self.message_id} to {self.recipient}>"
@@ -69,27 +59,18 @@ def as_utc(moment):
 
 # --8<-- [start:stage]
 def stage_mail(template, to, subject, context, message_id=None):
-    """Add a mail to the current transaction; it is sent only if that transaction commits.
-
-    Takes deliver_later()'s arguments. Call deliver_staged() after the commit.
-    """
+    """Add a mail (deliver_later()'s arguments) to the current transaction: sent only if it commits."""
     refuse_header_injection(to, subject)
     grace = current_app.config["OUTBOX_GRACE_SECONDS"]
-    mail = OutboxMail(
-        message_id=message_id or new_message_id(template),
-        template=template,
-        recipient=to,
-        subject=subject,
-        context=context,
-        check_after=utcnow() + timedelta(seconds=grace),
-    )
+    mail = OutboxMail(message_id=message_id or new_message_id(template), template=template, recipient=to,
+                      subject=subject, context=context, check_after=utcnow() + timedelta(seconds=grace))
     db.session.add(mail)
     return mail
 
 
 def deliver_staged(mail):
     """Enqueue a committed outbox mail now (may raise RedisError: the sweeper sends it later)."""
-    return deliver_later(**mail.deliver_later_arguments())
+    return deliver_later(mail.template, mail.recipient, mail.subject, mail.context, mail.message_id)
 # --8<-- [end:stage]
 
 

@@ -23,12 +23,8 @@ def claim_notice(user):
 def confirmation_mail(user):
     """deliver_later()'s arguments for the mail with the signed confirmation link."""
     confirm_url = url_for("auth.confirm", token=make_confirm_token(user), _external=True)
-    return {
-        "template": "email/confirm",
-        "to": user.email,
-        "subject": "Confirm your account",
-        "context": {"email": user.email, "confirm_url": confirm_url},
-    }
+    return {"template": "email/confirm", "to": user.email, "subject": "Confirm your account",
+            "context": {"email": user.email, "confirm_url": confirm_url}}
 
 
 def send_confirmation(user):

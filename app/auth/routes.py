@@ -64,8 +64,7 @@ def signup():
     """Create an account and enqueue its confirmation mail; never tell whether the address exists."""
     form = SignupForm()
     if not form.validate_on_submit():
-        status = 400 if request.method == "POST" else 200
-        return render_template("auth/signup.html", form=form), status
+        return render_template("auth/signup.html", form=form), 400 if request.method == "POST" else 200
 
     email = normalize_email(form.email.data)
     existing = db.session.scalar(select(User).filter_by(email=email))
@@ -80,29 +79,21 @@ def signup():
 
 
 def create_account(email, password):
-    """Commit a new user with its confirmation mail, then enqueue it; return the existing user on a race.
-
-    The user and its outbox row are one transaction: either both exist or neither. The job is
-    enqueued only after the commit, so the worker can never see a user that is not there. If
-    the enqueue fails (the queue's Redis is down) or the process dies before it, the outbox
-    sweeper enqueues the mail later (app/outbox.py): the visitor still sees "check your inbox".
-    """
+    """Commit a new user with its confirmation mail, then enqueue it; return the existing user on a race."""
     user = User(email=email)
     user.set_password(password)
     db.session.add(user)
     try:
         db.session.flush()  # gives the user its id, which the signed link carries
-        mail = stage_mail(**confirmation_mail(user))
+        mail = stage_mail(**confirmation_mail(user))  # the user and its outbox row: both or neither
         db.session.commit()
-    except IntegrityError:
-        # Two submits of the same address at once: the other one created the account.
+    except IntegrityError:  # two submits of the same address at once: the other one created it
         db.session.rollback()
         return db.session.scalar(select(User).filter_by(email=email))
     try:
-        deliver_staged(mail)
-        # The signup itself counts as this window's notice: a second submit sends nothing more.
-        claim_notice(user)
-    except RedisError as exc:
+        deliver_staged(mail)  # after the commit, so the worker never looks for a user not there
+        claim_notice(user)  # the signup counts as this window's notice: a second submit sends nothing
+    except RedisError as exc:  # the outbox sweeper enqueues it later; the visitor still sees "check your inbox"
         current_app.logger.warning("confirmation for user %s left to the outbox sweeper: %s", user.id, exc)
     return None
 
