@@ -22,6 +22,9 @@ class Config:
     SECRET_KEY = env.str("SECRET_KEY", DEV_SECRET_KEY)
 
     SQLALCHEMY_DATABASE_URI = env.str("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'app.sqlite'}")
+    # Arguments for SQLAlchemy's create_engine(), as JSON, e.g. DATABASE_ENGINE_OPTIONS='{"pool_size": 10}'.
+    # Unset: SQLAlchemy's defaults (a pool of 5 connections plus 10 overflow per process).
+    SQLALCHEMY_ENGINE_OPTIONS = env.json("DATABASE_ENGINE_OPTIONS", {})
 
     # --8<-- [start:redis_roles]
     # One Redis URL per role; each falls back to REDIS_URL so a single server works too.

@@ -65,6 +65,9 @@ def send_announcement_batch(announcement_id, subject, body, user_ids):
     """
     jobs_redis = redis_client("jobs")
     recipients = db.session.execute(select(User.id, User.email).where(User.id.in_(user_ids)).order_by(User.id)).all()
+    # Give the pooled connection back (ending the transaction) before the sends (10 s and more): the
+    # worker runs WORKER_CONCURRENCY batches at once, more than the pool has connections.
+    db.session.close()
     message_ids = [new_message_id("announce", f"{announcement_id}.{user_id}") for user_id, _ in recipients]
     already_sent = jobs_redis.pipeline(transaction=False)
     for message_id in message_ids:

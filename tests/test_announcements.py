@@ -44,6 +44,26 @@ def test_flask_announce_batches_and_sends_once_to_each_confirmed_user(app, runne
     assert "We shipped it." in smtp_server.messages[0].get_body(("plain",)).get_content()
 
 
+def test_batches_side_by_side_hold_no_database_connection_while_sending(app, runner, users, smtp_server, worker_env, run_worker):
+    # A pool of one connection that a batch waits at most 1 s for, and a relay that takes 2 s per
+    # batch: a batch that kept its connection through SMTP would make the others time out.
+    app.config["ANNOUNCE_BATCH_SIZE"] = 10
+    smtp_server.handler.delay = 0.2
+    runner.invoke(args=["announce", "--subject", "News", "--body", "Hello"])
+    job_ids = mailers_queue(app).job_ids
+    assert len(job_ids) == 3
+    pool = '{"pool_size": 1, "max_overflow": 0, "pool_timeout": 1}'
+    result = run_worker(env={**worker_env, "DATABASE_ENGINE_OPTIONS": pool})
+    output = result.stdout + result.stderr
+    assert "QueuePool limit" not in output, output[-3000:]
+    jobs = [Job.fetch(job_id, connection=mailers_queue(app).connection, serializer=JSONSerializer) for job_id in job_ids]
+    assert [job.get_status() for job in jobs] == ["finished"] * 3, output[-3000:]
+    assert [len(job.results()) for job in jobs] == [1, 1, 1]  # none failed and was retried
+    # Side by side: every batch started before the first one ended.
+    assert max(job.started_at for job in jobs) < min(job.ended_at for job in jobs)
+    assert recipients(smtp_server) == Counter({address: 1 for address in users})
+
+
 def test_interrupted_batch_resumes_without_duplicates(app, runner, users, smtp_server, worker_env, start_worker):
     smtp_server.handler.refusals = [None] * 7 + ["451 4.3.0 Try again later"]  # the 8th mail fails
     runner.invoke(args=["announce", "--subject", "News", "--body", "Hello"])
