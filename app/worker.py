@@ -12,10 +12,11 @@ from rq.scheduler import RQScheduler
 from rq.timeouts import TimerDeathPenalty
 from rq.worker import BaseWorker
 
-from app import create_app
+from app import create_worker_app
 
-# The app, built once per worker process from the same config as the web (FLASK_CONFIG).
-flask_app = create_app()
+# The app, built once per worker process from the same config as the web (FLASK_CONFIG), with
+# only what the jobs use (no views, sessions, rate limits, migrations: app.create_worker_app).
+flask_app = create_worker_app()
 
 # Read by `rq worker -c app.worker` (and `rq info -c app.worker`): the app's own settings.
 REDIS_URL = flask_app.config["RQ_REDIS_URL"]

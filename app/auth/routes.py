@@ -15,10 +15,11 @@ from app.auth import bp
 from app.auth.emails import claim_notice, confirmation_mail, notify_existing_account, send_confirmation
 from app.auth.forms import LoginForm, LogoutForm, ResendForm, SignupForm, normalize_email
 from app.auth.tokens import TokenExpired, TokenInvalid, read_confirm_token
-from app.extensions import db, limiter
+from app.extensions import db
 from app.main.routes import forget_home_page
 from app.models import User, utcnow
 from app.outbox import deliver_staged, stage_mail
+from app.web_extensions import limiter
 
 
 def signup_rate_limit():

@@ -7,9 +7,10 @@ from flask_login import current_user
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
-from app.extensions import cache, db
+from app.extensions import db
 from app.main import bp
 from app.models import User
+from app.web_extensions import cache
 
 HOME_CACHE_KEY = "page:home"
 #: Pages app.page_cache may serve to signed-out visitors without running the app: path -> cache key.
