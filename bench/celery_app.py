@@ -17,13 +17,13 @@ _lock = threading.Lock()
 
 
 def flask_app():
-    """The Flask app, built once per pool process (prefork) or once for all threads."""
+    """The jobs' Flask app (as app.worker builds it), once per pool process (prefork) or once for all threads."""
     global _flask_app
     with _lock:
         if _flask_app is None:
-            from app import create_app
+            from app import create_worker_app
 
-            _flask_app = create_app()
+            _flask_app = create_worker_app()  # the app RQ's worker builds, for a fair comparison
         return _flask_app
 
 
