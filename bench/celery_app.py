@@ -12,6 +12,18 @@ from celery import Celery
 celery = Celery("bench", broker=os.environ.get("CELERY_BROKER_URL", "redis://localhost:6379/1"))
 celery.conf.update(task_serializer="json", accept_content=["json"], task_ignore_result=True)
 
+
+def publisher(broker_url):
+    """A Celery app of its own that only sends tasks to `broker_url`.
+
+    Each benchmark has its own Redis; a fresh app per benchmark keeps the previous one's
+    pooled connections (to a Redis already stopped) out of the way.
+    """
+    app = Celery("bench-publisher", broker=broker_url, set_as_current=False)
+    app.conf.update(task_serializer="json", accept_content=["json"], task_ignore_result=True)
+    return app
+
+
 _flask_app = None
 _lock = threading.Lock()
 

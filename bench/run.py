@@ -90,9 +90,9 @@ def bench_throughput(stack, count, workers=2, rounds=3):
 
     app = make_app(stack)
     os.environ["CELERY_BROKER_URL"] = stack.redis_url.rsplit("/", 1)[0] + "/1"
-    from bench.celery_app import celery
+    from bench.celery_app import publisher
 
-    celery.conf.broker_url = os.environ["CELERY_BROKER_URL"]
+    celery = publisher(os.environ["CELERY_BROKER_URL"])
     celery_env = {**stack.env, "CELERY_BROKER_URL": os.environ["CELERY_BROKER_URL"]}
     celery_command = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker",
                       "-P", "prefork", "-c", str(workers), "--loglevel", "WARNING"]
@@ -142,10 +142,10 @@ def bench_relay(workdir, count, prefork_count, workers=2, rounds=2, delay=0.1, r
     try:
         app = make_app(stack)
         from app.delivery import deliver_later
-        from bench.celery_app import celery
+        from bench.celery_app import publisher
 
         os.environ["CELERY_BROKER_URL"] = stack.redis_url.rsplit("/", 1)[0] + "/1"
-        celery.conf.broker_url = os.environ["CELERY_BROKER_URL"]
+        celery = publisher(os.environ["CELERY_BROKER_URL"])
         celery_env = {**stack.env, "CELERY_BROKER_URL": os.environ["CELERY_BROKER_URL"]}
 
         def celery_worker(pool, concurrency):
