@@ -4,6 +4,7 @@
 """
 
 import app.auth.emails
+import app.outbox
 from app import create_app
 from app.delivery import deliver_now
 
@@ -13,5 +14,7 @@ def deliver_now_instead(template, to, subject, context, message_id=None):
     deliver_now(template, to, subject, context, message_id)
 
 
+# Signup enqueues through the outbox (app.outbox.deliver_staged); the notices through app.auth.emails.
+app.outbox.deliver_later = deliver_now_instead
 app.auth.emails.deliver_later = deliver_now_instead
 app = create_app()
