@@ -1,6 +1,6 @@
 """The Flask extension objects only the web app and the `flask` commands bind (create_app), never the worker.
 
-Flask-Migrate (with Alembic and Mako), Flask-Limiter, Flask-WTF and Flask-Caching's backends
+Flask-Migrate (with Alembic and Mako), Flask-Limiter, Flask-WTF and the Cache object's setup
 weigh about 17 MB of imports per process; the worker's jobs need none of them.
 """
 
