@@ -9,8 +9,11 @@ import threading
 
 from celery import Celery
 
+# JSON only, as RQ's side (-S json); no results kept: the benchmark never reads them.
+SETTINGS = {"task_serializer": "json", "accept_content": ["json"], "task_ignore_result": True}
+
 celery = Celery("bench", broker=os.environ.get("CELERY_BROKER_URL", "redis://localhost:6379/1"))
-celery.conf.update(task_serializer="json", accept_content=["json"], task_ignore_result=True)
+celery.conf.update(SETTINGS)
 
 
 def publisher(broker_url):
@@ -20,7 +23,7 @@ def publisher(broker_url):
     pooled connections (to a Redis already stopped) out of the way.
     """
     app = Celery("bench-publisher", broker=broker_url, set_as_current=False)
-    app.conf.update(task_serializer="json", accept_content=["json"], task_ignore_result=True)
+    app.conf.update(SETTINGS)
     return app
 
 

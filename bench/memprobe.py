@@ -16,7 +16,7 @@ os.environ.update(SECRET_KEY="benchmark-secret-key-not-for-production-use-012345
                   SITE_URL="https://bench.example.com", TRUSTED_HOSTS="127.0.0.1,localhost")
 
 from bench.harness import Stack, tree_pss_mb  # noqa: E402
-from bench.run import mail_kwargs, make_app  # noqa: E402
+from bench.run import enqueue_rq, make_app  # noqa: E402
 
 
 def rollup(pid):
@@ -37,11 +37,7 @@ def main():
     try:
         assert Path(stack.env["PYTHONPATH"]) == ROOT, stack.env["PYTHONPATH"]
         stack.env.update(extra_env)
-        app = make_app(stack)
-        from app.delivery import deliver_later
-        with app.test_request_context():
-            for number in range(n):
-                deliver_later(**mail_kwargs(number, "p"))
+        enqueue_rq(make_app(stack), "p", n)
         before, started = stack.delivered(), time.time()
         procs = stack.rq_workers(workers)
         stack.wait_delivered(before + n)

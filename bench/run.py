@@ -73,6 +73,39 @@ def mail_kwargs(n, tag):
             "message_id": f"<{tag}.{n}@example.com>"}
 
 
+def enqueue_rq(app, tag, count):
+    """Queue `count` confirmation mails through deliver_later(), as the signup view does."""
+    from app.delivery import deliver_later
+
+    with app.test_request_context():
+        for n in range(count):
+            deliver_later(**mail_kwargs(n, tag))
+
+
+class CelerySide:
+    """Celery on a stack's Redis (DB 1): a publisher for the same mails, and worker processes."""
+
+    def __init__(self, stack):
+        """A fresh publisher (bench.celery_app.publisher) and the workers' environment."""
+        from bench.celery_app import publisher
+
+        broker_url = stack.redis_url.rsplit("/", 1)[0] + "/1"
+        self.stack = stack
+        self.publisher = publisher(broker_url)
+        self.env = {**stack.env, "CELERY_BROKER_URL": broker_url}
+
+    def enqueue(self, tag, count):
+        """Queue `count` confirmation mails as Celery tasks running the same job."""
+        for n in range(count):
+            self.publisher.send_task("send_mail", kwargs=mail_kwargs(n, tag))
+
+    def start(self, pool, concurrency):
+        """Start one Celery worker with this pool and concurrency."""
+        command = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", pool,
+                   "-c", str(concurrency), "--loglevel", "WARNING"]
+        return [self.stack.spawn(f"celery-{pool}", command, self.env)]
+
+
 def rate(stack, start_count, count, started):
     """Mails/s from `started` to the last of `count` mails, and the steady rate between first and last."""
     times = stack.accept_times()[start_count:start_count + count]
@@ -86,39 +119,21 @@ def bench_throughput(stack, count, workers=2, rounds=3):
     The two take turns for `rounds` rounds and each side's median round counts: this
     machine's speed drifts by 20% or more from minute to minute.
     """
-    from app.delivery import deliver_later
-
     app = make_app(stack)
-    os.environ["CELERY_BROKER_URL"] = stack.redis_url.rsplit("/", 1)[0] + "/1"
-    from bench.celery_app import publisher
-
-    celery = publisher(os.environ["CELERY_BROKER_URL"])
-    celery_env = {**stack.env, "CELERY_BROKER_URL": os.environ["CELERY_BROKER_URL"]}
-    celery_command = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker",
-                      "-P", "prefork", "-c", str(workers), "--loglevel", "WARNING"]
+    celery = CelerySide(stack)
 
     def run(enqueue, tag, start):
-        enqueue(tag)
+        enqueue(tag, count)
         before, started = stack.delivered(), time.time()
         processes = start()
         stack.wait_delivered(before + count)
         stack.stop(processes)
         return rate(stack, before, count, started)
 
-    def enqueue_rq(tag):
-        with app.test_request_context():
-            for n in range(count):
-                deliver_later(**mail_kwargs(n, tag))
-
-    def enqueue_celery(tag):
-        for n in range(count):
-            celery.send_task("send_mail", kwargs=mail_kwargs(n, tag))
-
     runs = {"rq": [], "celery": []}
     for number in range(rounds):
-        runs["rq"].append(run(enqueue_rq, f"rq{number}-", lambda: stack.rq_workers(workers)))
-        runs["celery"].append(run(enqueue_celery, f"celery{number}-",
-                                  lambda: [stack.spawn("celery", celery_command, celery_env)]))
+        runs["rq"].append(run(lambda tag, n: enqueue_rq(app, tag, n), f"rq{number}-", lambda: stack.rq_workers(workers)))
+        runs["celery"].append(run(celery.enqueue, f"celery{number}-", lambda: celery.start("prefork", workers)))
     result = {"mails": count, "workers": workers, "rounds": rounds}
     for side, side_runs in runs.items():
         result[side] = {key: statistics.median(run[key] for run in side_runs) for key in side_runs[0]}
@@ -141,31 +156,12 @@ def bench_relay(workdir, count, prefork_count, workers=2, rounds=2, delay=0.1, r
     stack = Stack(Path(workdir) / "relay", smtp_delay=delay)
     try:
         app = make_app(stack)
-        from app.delivery import deliver_later
-        from bench.celery_app import publisher
-
-        os.environ["CELERY_BROKER_URL"] = stack.redis_url.rsplit("/", 1)[0] + "/1"
-        celery = publisher(os.environ["CELERY_BROKER_URL"])
-        celery_env = {**stack.env, "CELERY_BROKER_URL": os.environ["CELERY_BROKER_URL"]}
-
-        def celery_worker(pool, concurrency):
-            command = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", pool,
-                       "-c", str(concurrency), "--loglevel", "WARNING"]
-            return lambda: [stack.spawn(f"celery-{pool}", command, celery_env)]
-
-        def enqueue_rq(tag, n_mails):
-            with app.test_request_context():
-                for n in range(n_mails):
-                    deliver_later(**mail_kwargs(n, tag))
-
-        def enqueue_celery(tag, n_mails):
-            for n in range(n_mails):
-                celery.send_task("send_mail", kwargs=mail_kwargs(n, tag))
+        celery = CelerySide(stack)
 
         sides = {
-            "rq": (enqueue_rq, lambda: stack.rq_workers(rq_workers), count),
-            "celery_threads_25": (enqueue_celery, celery_worker("threads", 25), count),
-            "celery_prefork_2": (enqueue_celery, celery_worker("prefork", workers), prefork_count),
+            "rq": (lambda tag, n: enqueue_rq(app, tag, n), lambda: stack.rq_workers(rq_workers), count),
+            "celery_threads_25": (celery.enqueue, lambda: celery.start("threads", 25), count),
+            "celery_prefork_2": (celery.enqueue, lambda: celery.start("prefork", workers), prefork_count),
         }
         runs = {side: [] for side in sides}
         for number in range(rounds):
