@@ -64,7 +64,7 @@ def role_problems(status):
     problems = []
     if status["role"] in DURABLE_ROLES:
         if not status["aof"]:
-            problems.append("AOF persistence is off: queued mail and sessions are lost if Redis is killed (appendonly yes)")
+            problems.append("AOF persistence is off: queued mail is lost if Redis is killed (appendonly yes)")
         if status["maxmemory_policy"] != "noeviction":
             problems.append(f"maxmemory-policy is {status['maxmemory_policy']}: Redis may evict jobs (set noeviction)")
         if status["appendfsync"] == "no":
