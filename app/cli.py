@@ -8,7 +8,7 @@ import sys
 import zlib
 
 import click
-from flask import current_app
+from flask import current_app, url_for
 from flask.cli import with_appcontext
 from rq import Worker
 
@@ -219,10 +219,8 @@ def send_test_mail(address):
     if has_line_break(address) or "@" not in address:
         raise click.BadParameter("an email address, on one line", param_hint="ADDRESS")
     with current_app.test_request_context():
-        job = deliver_later(
-            "email/confirm", address, "Confirm your account",
-            {"email": address, "confirm_url": "http://localhost:5000/auth/confirm/this-is-a-test"},
-        )
+        link = url_for("auth.confirm", token="this-is-a-test", _external=True)  # on SITE_URL
+        job = deliver_later("email/confirm", address, "Confirm your account", {"email": address, "confirm_url": link})
     click.echo(f"queued job {job.id} on '{job.origin}' ({get_queue('mailers').count} waiting)")
 
 

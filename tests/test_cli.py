@@ -1,8 +1,8 @@
-"""`flask doctor` and `flask redis-peek` against real servers."""
+"""`flask doctor`, `flask redis-peek` and `flask send-test-mail` against real servers."""
 
 import json
 
-from tests.support import RedisServer, login, signup
+from tests.support import RedisServer, confirm_link, login, signup
 
 
 def test_doctor_passes_with_aof_redis_a_worker_and_smtp(app, runner, worker_env, start_worker):
@@ -67,3 +67,14 @@ def test_redis_peek_lists_each_role(app, client, runner):
     assert "cache:page:home" in result.output
     assert "rq:queue:mailers" in result.output
     assert '"to": "ada@example.com"' in result.output  # the job's arguments, decoded from JSON
+
+
+def test_send_test_mail_links_to_the_site_url(make_app, redis_url, smtp_server, run_worker):
+    app = make_app(redis_url, SITE_URL="http://localhost:5077")
+    result = app.test_cli_runner().invoke(args=["send-test-mail", "ada@example.com"])
+    assert result.exit_code == 0, result.output
+    assert "queued job mail-" in result.output
+
+    assert run_worker().returncode == 0
+    (message,) = smtp_server.wait_for_messages(1)
+    assert confirm_link(message) == "http://localhost:5077/auth/confirm/this-is-a-test"
