@@ -12,7 +12,7 @@ from flask import current_app, url_for
 from flask.cli import with_appcontext
 from rq import Worker
 
-from app.connections import ROLE_KEY_PREFIXES, ROLE_URL_SETTINGS, get_queue, redis_client, sentinel_of
+from app.connections import ROLE_KEY_PREFIXES, ROLE_URL_SETTINGS, describe_server, get_queue, redis_client, sentinel_of
 from app.redis_info import role_problems, role_status, scan_keys, topology_problems
 
 
@@ -180,8 +180,7 @@ def redis_peek(role, limit):
     for name in role or ROLE_URL_SETTINGS:
         client = redis_client(name)
         prefixes = ROLE_KEY_PREFIXES[name]
-        where = client.connection_pool.connection_kwargs
-        click.secho(f"== {name} ({' '.join(p + '*' for p in prefixes)}) on {where.get('host')}:{where.get('port')}", bold=True)
+        click.secho(f"== {name} ({' '.join(p + '*' for p in prefixes)}) on {describe_server(client)}", bold=True)
         keys = sorted(scan_keys(client, prefixes))
         for key in keys[:limit]:
             kind, value = read_key(client, key)

@@ -155,6 +155,15 @@ def sentinel_of(client):
     return getattr(client.connection_pool, "sentinel_manager", None)
 
 
+def describe_server(client):
+    """Where a client's commands go, for humans: host:port/db, or the Sentinel service's name/db."""
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    if sentinel_of(client) is not None:
+        return f"Sentinel service {pool.service_name}/{kwargs.get('db', 0)}"
+    return f"{kwargs.get('path') or kwargs.get('host', 'localhost')}:{kwargs.get('port', '')}/{kwargs.get('db', 0)}"
+
+
 def init_redis(app):
     """Create the client of each role once and keep them in app.extensions['redis']."""
     clients = {role: connect(app.config[setting], **ROLE_OPTIONS[role]) for role, setting in ROLE_URL_SETTINGS.items()}

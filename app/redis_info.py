@@ -2,7 +2,7 @@
 
 from redis.exceptions import RedisError
 
-from app.connections import ROLE_KEY_PREFIXES, redis_client
+from app.connections import ROLE_KEY_PREFIXES, describe_server, redis_client
 
 # The role whose data must never be evicted or lost on a restart: the queue of mail jobs.
 DURABLE_ROLES = ("jobs",)
@@ -35,8 +35,7 @@ def config_value(client, name):
 def role_status(role):
     """Return a dict describing one role's Redis server, or its error if unreachable."""
     client = redis_client(role)
-    kwargs = client.connection_pool.connection_kwargs
-    where = f"{kwargs.get('host', kwargs.get('path', '?'))}:{kwargs.get('port', '')}/{kwargs.get('db', 0)}"
+    where = describe_server(client)
     try:
         info = client.info()  # INFO, not CONFIG GET: managed Redis services often disable CONFIG
     except RedisError as exc:

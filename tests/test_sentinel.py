@@ -163,6 +163,7 @@ def test_doctor_reports_primary_replica_and_lag(redis_ha, make_app):
     result = app.test_cli_runner().invoke(args=["doctor"])
     assert f"{SERVICE} (jobs): primary 127.0.0.1:{primary.port}, replica(s) 127.0.0.1:{replica.port} online, lag " in result.output
     assert "bytes behind" in result.output
+    assert f" at Sentinel service {SERVICE}/0, AOF " in result.output  # not the unnamed "?:/0"
 
 
 def test_doctor_says_when_no_replica_is_connected(redis_ha, make_app):
