@@ -84,7 +84,7 @@ def send_announcement_batch(announcement_id, subject, body, user_ids):
     with relay_connections().connection() as smtp:
         for email, message_id in pending:
             try:
-                smtp.send(mail.to(email, message_id))
+                mail.send(smtp, email, message_id)
             except Exception as exc:
                 if not is_permanent(exc):
                     raise  # the borrowed connection is closed; the retried batch skips who got it

@@ -7,6 +7,7 @@ batch. See docs/going-faster.md for what each part saves.
 """
 
 import copy
+import re
 import uuid
 from email import policy
 
@@ -36,6 +37,15 @@ class SMTPCompat32(policy.Compat32):
 
 
 SMTP_POLICY = SMTPCompat32(linesep="\r\n")
+
+# An ASCII address with no display name, comment or quoting: Flask-Mail's sanitize_address()
+# returns it unchanged, so a batch may skip that parse (a twentieth of a millisecond each).
+BARE_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
+
+
+def header_address(address, charset="utf-8"):
+    """The address as Flask-Mail writes it in a header or an envelope: parsed only if it needs to be."""
+    return address if BARE_ADDRESS.fullmatch(address) else sanitize_address(address, charset)
 
 
 def set_boundaries(mime):
@@ -81,7 +91,7 @@ class SharedBody:
 
     def for_recipient(self, to, message_id):
         """The whole mail, as bytes, addressed to `to` with its own Message-ID."""
-        headers = [*self.headers, ("To", sanitize_address(to, self.charset)), ("Message-ID", message_id)]
+        headers = [*self.headers, ("To", header_address(to, self.charset)), ("Message-ID", message_id)]
         return b"".join(SMTP_POLICY.fold_binary(name, value) for name, value in headers) + b"\r\n" + self.body
 
 
@@ -107,6 +117,7 @@ class SharedMail:
 
         self.first = build_message(template, to, subject, context, message_id)
         self.shared = SharedBody(self.first._message(), self.first.charset or "utf-8")
+        self.envelope_from = sanitize_address(self.first.sender)
 
     def to(self, address, message_id):
         """A message for `address` whose bytes are ready (no rendering, no MIME writing)."""
@@ -115,4 +126,15 @@ class SharedMail:
         message.msgId = message_id
         message.prepared = self.shared.for_recipient(address, message_id)
         return message
+
+    def send(self, connection, address, message_id):
+        """Send the copy for `address` over a Flask-Mail connection, the sender's envelope written once.
+
+        Connection.send() checks the headers and parses the sender and the address again for
+        each copy; the shared mail's headers were checked once, and a bare address needs no parse.
+        """
+        message = self.to(address, message_id)
+        if connection.host is None or not BARE_ADDRESS.fullmatch(address):
+            return connection.send(message)  # suppressed sending, or an address Flask-Mail must encode
+        connection.host.sendmail(self.envelope_from, [address], message.as_bytes())
 # --8<-- [end:shared_mail]

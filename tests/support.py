@@ -162,6 +162,7 @@ class ScriptedMaildirHandler(MaildirHandler):
         self.sessions = set()  # SMTP sessions (connections) that sent DATA
         self.unknown_addresses = set()  # recipients refused with 550 at RCPT
         self.data_reply_delay = 0.0  # seconds between storing a message and answering its DATA
+        self.envelopes = []  # (MAIL FROM, [RCPT TO, ...]) of each stored message, in order
         self.lock = threading.Lock()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -184,6 +185,8 @@ class ScriptedMaildirHandler(MaildirHandler):
         if refusal:
             return refusal
         reply = await super().handle_DATA(server, session, envelope)
+        with self.lock:
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         if self.data_reply_delay:
             await asyncio.sleep(self.data_reply_delay)  # stored, but the answer is slow (a busy relay)
         return reply

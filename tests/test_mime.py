@@ -1,14 +1,17 @@
 """app.mime (the writing speed-up) writes the very bytes Flask-Mail writes, faster, and a shared body addresses each copy right."""
 
 import email
+import random
+import string
 from email import policy
 
 import pytest
-from flask_mail import Message
+from flask_mail import Message, sanitize_address
 
 from app.delivery import build_message
 from app.dev.previews import PREVIEWS
-from app.mime import SMTP_POLICY, MailMessage, SharedMail, set_boundaries
+from app.mime import SMTP_POLICY, MailMessage, SharedMail, header_address, set_boundaries
+from app.smtp import relay_connections
 
 STOCK = policy.SMTP  # what Flask-Mail's Message writes with
 
@@ -62,6 +65,39 @@ def test_shared_mail_copies_differ_only_in_recipient_and_message_id(app):
     for kind in ("plain", "html"):
         assert parsed.get_body((kind,)).get_content() == alone.get_body((kind,)).get_content()
     assert getattr(shared.first, "prepared", None) is None  # the first message still writes itself
+
+
+def test_header_address_is_what_flask_mail_writes():
+    rng = random.Random(5)
+    local, domain = string.ascii_letters + string.digits + ".!#$%&'*+/=?^_`{|}~-", string.ascii_letters + string.digits + ".-"
+    bare = [
+        "".join(rng.choice(local) for _ in range(rng.randint(1, 12))) + "@" + "".join(rng.choice(domain) for _ in range(rng.randint(1, 10)))
+        for _ in range(20_000)
+    ]
+    # Flask-Mail's parse changes these (a display name, IDN, a comment, spaces, brackets): no fast path.
+    parsed = ["Ada <ada@example.com>", "ada@bücher.example", "a(note)@example.com", " ada@example.com ",
+              "ada@exa mple.com", "Zoë <zoe@example.com>", "<ada@example.com>", "ada@example.com (Ada)"]
+    for address in bare + parsed:
+        assert header_address(address) == sanitize_address(address), address
+    assert [sanitize_address(address) != address for address in parsed] == [True] * len(parsed)
+
+
+def test_shared_mail_sends_what_flask_mail_sends(app, smtp_server):
+    """SharedMail.send() skips Flask-Mail's per-copy parsing: same envelope, same bytes."""
+    with app.test_request_context():
+        shared = SharedMail("email/announcement", "News", {"body": "Hello."}, "first@example.com", "<a.1@example.com>")
+        with relay_connections().connection() as connection:
+            connection.send(shared.to("o'neil+news@example.com", "<a.2@example.com>"))  # Flask-Mail's own way
+            shared.send(connection, "o'neil+news@example.com", "<a.3@example.com>")
+            shared.send(connection, "ada@bücher.example", "<a.4@example.com>")  # needs Flask-Mail's encoding
+        relay_connections().close_all()
+    maildir = smtp_server.handler.maildir
+    stored = sorted((maildir.get_bytes(key) for key in maildir.keys()), key=lambda raw: raw.split(b"Message-ID: ")[1][:12])
+    assert stored[0].replace(b"<a.2@", b"<a.3@") == stored[1]
+    by_flask_mail, by_shared, by_fallback = smtp_server.handler.envelopes
+    assert by_shared == by_flask_mail == ("noreply@example.com", ["o'neil+news@example.com"])
+    assert by_fallback == ("noreply@example.com", ["ada@xn--bcher-kva.example"])
+    assert b"To: ada@xn--bcher-kva.example\r\n" in stored[2]
 
 
 def test_single_mails_are_written_by_the_lean_policy_with_the_same_content(app):
