@@ -72,8 +72,10 @@ class Config:
     # --8<-- [start:jobs]
     # Jobs: the `mailers` queue first, then `default` (the seed's sidekiq.yml).
     RQ_QUEUES = ["mailers", "default"]
+    # --8<-- [start:concurrency]
     # Mails in flight per worker process (Sidekiq's `concurrency: 25`): sending is waiting on SMTP.
     WORKER_CONCURRENCY = env.int("WORKER_CONCURRENCY", 25)
+    # --8<-- [end:concurrency]
     # A mail job may wait for the relay's DATA reply (MAIL_DATA_TIMEOUT) plus the other steps.
     MAIL_JOB_TIMEOUT = env.int("MAIL_JOB_TIMEOUT", 660)
     # Delays (seconds) between retries of a mail that failed for a transient reason.
@@ -105,8 +107,10 @@ class Config:
     MAIL_TIMEOUT = env.int("MAIL_TIMEOUT", 10)  # seconds per SMTP step (connect, EHLO, MAIL, RCPT, ...)
     # ... except the reply to the mail's DATA: the relay stores the mail first (RFC 5321: 10 min).
     MAIL_DATA_TIMEOUT = env.int("MAIL_DATA_TIMEOUT", 600)
+    # --8<-- [start:smtp_connections]
     # Open SMTP connections to the relay per worker process, at most (relays limit them).
     MAIL_MAX_CONNECTIONS = env.int("MAIL_MAX_CONNECTIONS", 25)
+    # --8<-- [end:smtp_connections]
     # TLS (MAIL_USE_TLS / MAIL_USE_SSL) always checks the relay's certificate; a CA file to trust too.
     MAIL_CA_FILE = env.str("MAIL_CA_FILE", None)
     MAIL_SUBJECT_PREFIX = "[Flask Mailer] "

@@ -92,7 +92,7 @@ def preflight(env):
 PORT_ADVICE = {
     "PORT": "the web app; on macOS the AirPlay Receiver takes 5000",
     "MAIL_PORT": "the mail catcher; another catcher (MailHog, Mailpit, an old dev.py) may hold it",
-    "REDIS_PORT": "the project's own Redis",
+    "REDIS_URL": "the project's own Redis listens on its port",
 }
 
 
@@ -204,7 +204,7 @@ def choose_redis(report, env):
     if not is_local(url):
         sys.exit(f"Nothing answers at {url} ({report.get('error')}). Start that Redis, or change REDIS_URL.")
     port = urlsplit(url).port or 6379
-    refuse_taken_port("REDIS_PORT", port, "REDIS_URL=redis://localhost:6380/0 python3 dev.py")
+    refuse_taken_port("REDIS_URL", port, "REDIS_URL=redis://localhost:6380/0 python3 dev.py")
     say(f"nothing answers at {url}: starting a local Redis with AOF under instance/redis")
     return port
 # --8<-- [end:choose_redis]
@@ -288,7 +288,7 @@ class Supervisor:
 
     # The worker's routine maintenance, logged every few seconds: hidden from the terminal.
     QUIET = (re.compile(r"cleaning (group )?registries", re.I),)
-    STOP_TIMEOUT = 40  # longer than MAIL_JOB_TIMEOUT (30 s): a warm shutdown finishes its mail
+    STOP_TIMEOUT = 40  # a warm shutdown finishes its mails (well under a second against the dev catcher)
 
     def __init__(self, env):
         """No process yet."""

@@ -114,9 +114,9 @@ def is_permanent(exc):
 
 
 def describe(exc):
-    """A one-line, readable reason for the failed registry."""
+    """A one-line, readable reason for the failed registry (the caller names the recipient: one per mail)."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        return "; ".join(f"{rcpt}: {code} {msg.decode(errors='replace')}" for rcpt, (code, msg) in exc.recipients.items())
+        return "; ".join(f"{code} {msg.decode(errors='replace')}" for code, msg in exc.recipients.values())
     if isinstance(exc, smtplib.SMTPResponseException):
         error = exc.smtp_error
         return f"SMTP {exc.smtp_code} {error.decode(errors='replace') if isinstance(error, bytes) else error}"

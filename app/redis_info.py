@@ -77,14 +77,17 @@ def role_problems(status):
 
 
 def topology_problems(statuses):
-    """List roles that share the queue's server although their keys may be evicted (sessions, cache)."""
+    """At most one problem: the evictable roles (sessions, cache) that share the queue's server."""
     jobs = statuses.get("jobs", {})
     if not jobs.get("ok"):
         return []
+    sharing = [role for role in EVICTABLE_ROLES
+               if statuses.get(role, {}).get("server_id") == jobs["server_id"] and jobs["maxmemory_policy"] == "noeviction"]
+    if not sharing:
+        return []
+    many = len(sharing) > 1
     return [
-        f"{role} share the queue's server ({jobs['where']}, maxmemory-policy {jobs['maxmemory_policy']}): "
-        f"their growth can fill it and make it refuse mail jobs; give {role} a server whose keys may be "
-        "evicted (maxmemory-policy volatile-lru or allkeys-lru)"
-        for role in EVICTABLE_ROLES
-        if statuses.get(role, {}).get("server_id") == jobs["server_id"] and jobs["maxmemory_policy"] == "noeviction"
+        f"{' and '.join(sharing)} {'share' if many else 'shares'} the queue's server ({jobs['where']}, maxmemory-policy "
+        f"{jobs['maxmemory_policy']}): {'their' if many else 'its'} growth can fill it and make it refuse mail jobs; give "
+        f"{'them' if many else 'it'} a server whose keys may be evicted (maxmemory-policy volatile-lru or allkeys-lru)"
     ]
