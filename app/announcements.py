@@ -16,6 +16,7 @@ from app.connections import get_queue, redis_client
 from app.delivery import (
     PermanentMailError,
     describe,
+    has_line_break,
     is_permanent,
     mark_sent,
     new_message_id,
@@ -33,6 +34,8 @@ TEMPLATE = "email/announcement"
 
 def announce(subject, body, batch_size=None):
     """Enqueue an announcement to all confirmed users; return (announcement id, batches, recipients)."""
+    if has_line_break(subject):
+        raise ValueError("an announcement's subject must not contain line breaks")
     config = current_app.config
     batch_size = batch_size or config["ANNOUNCE_BATCH_SIZE"]
     announcement_id = uuid.uuid4().hex[:12]

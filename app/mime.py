@@ -11,7 +11,7 @@ import re
 import uuid
 from email import policy
 
-from flask_mail import Message, sanitize_address
+from flask_mail import BadHeaderError, Message, sanitize_address
 
 
 class SMTPCompat32(policy.Compat32):
@@ -116,6 +116,8 @@ class SharedMail:
         from app.delivery import build_message
 
         self.first = build_message(template, to, subject, context, message_id)
+        if self.first.has_bad_headers():  # every copy shares these headers: checked here, once
+            raise BadHeaderError
         self.shared = SharedBody(self.first._message(), self.first.charset or "utf-8")
         self.envelope_from = sanitize_address(self.first.sender)
 
@@ -131,7 +133,7 @@ class SharedMail:
         """Send the copy for `address` over a Flask-Mail connection, the sender's envelope written once.
 
         Connection.send() checks the headers and parses the sender and the address again for
-        each copy; the shared mail's headers were checked once, and a bare address needs no parse.
+        each copy; the shared headers were checked in __init__, and a bare address needs no parse.
         """
         message = self.to(address, message_id)
         if connection.host is None or not BARE_ADDRESS.fullmatch(address):

@@ -114,3 +114,11 @@ def test_dev_announce_form_needs_csrf_and_enqueues(app, dev_app, users):
     response = client.post("/dev/announce", data={"csrf_token": token, "subject": "News", "body": "Hello"})
     assert response.status_code == 302
     assert mailers_queue(app).count == 1
+
+
+def test_announce_refuses_a_subject_that_would_add_headers(app, users):
+    from app.announcements import announce
+
+    with app.app_context(), pytest.raises(ValueError, match="line breaks"):
+        announce("News\r\nBcc: victim@evil.example", "Hello")
+    assert mailers_queue(app).count == 0

@@ -6,7 +6,7 @@ import string
 from email import policy
 
 import pytest
-from flask_mail import Message, sanitize_address
+from flask_mail import BadHeaderError, Message, sanitize_address
 
 from app.delivery import build_message
 from app.dev.previews import PREVIEWS
@@ -98,6 +98,11 @@ def test_shared_mail_sends_what_flask_mail_sends(app, smtp_server):
     assert by_shared == by_flask_mail == ("noreply@example.com", ["o'neil+news@example.com"])
     assert by_fallback == ("noreply@example.com", ["ada@xn--bcher-kva.example"])
     assert b"To: ada@xn--bcher-kva.example\r\n" in stored[2]
+
+
+def test_shared_mail_refuses_a_subject_that_would_add_headers(app):
+    with app.test_request_context(), pytest.raises(BadHeaderError):
+        SharedMail("email/announcement", "Hi\r\nBcc: victim@evil.example", {"body": "x"}, "a@example.com", "<a.1@example.com>")
 
 
 def test_single_mails_are_written_by_the_lean_policy_with_the_same_content(app):
