@@ -70,8 +70,10 @@ class Config:
     # --8<-- [end:sessions]
 
     # --8<-- [start:jobs]
-    # Jobs: the `mailers` queue first, then `default` (the seed's sidekiq.yml).
-    RQ_QUEUES = ["mailers", "default"]
+    # Jobs: one queue, `mailers` (the seed's sidekiq.yml also names `default`, which nothing
+    # here uses). From one queue RQ takes a job with BLMOVE into a list it recovers from; from
+    # two or more it uses BLPOP, and a job taken as the worker dies is then in no list at all.
+    RQ_QUEUES = ["mailers"]
     # --8<-- [start:concurrency]
     # Mails in flight per worker process (Sidekiq's `concurrency: 25`): sending is waiting on SMTP.
     WORKER_CONCURRENCY = env.int("WORKER_CONCURRENCY", 25)

@@ -207,7 +207,7 @@ def redis_client(role):
     return current_app.extensions["redis"][role]
 
 
-def get_queue(name="default"):
+def get_queue(name):
     """Return an RQ queue on the jobs Redis, with the JSON serializer (never pickle)."""
     return Queue(name, connection=redis_client("jobs"), serializer=JSONSerializer)
 

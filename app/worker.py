@@ -1,6 +1,6 @@
 """The RQ worker: its settings module (`rq worker -c app.worker`), its Job and its Worker class.
 
-Procfile:  rq worker -c app.worker -w app.worker.MailWorker -S json ... mailers default
+Procfile:  rq worker -c app.worker -w app.worker.MailWorker -S json ... mailers
 """
 
 import threading

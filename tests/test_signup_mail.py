@@ -1,6 +1,7 @@
 """The durable mail path end to end: signup -> job in Redis -> rq worker -> SMTP -> confirm -> login."""
 
 import json
+import time
 
 import redis
 
@@ -87,3 +88,16 @@ def test_worker_reuses_at_most_max_connections_to_the_relay(app, smtp_server, ru
     run_worker(env={**worker_env, "MAIL_MAX_CONNECTIONS": "1"})
     assert len(smtp_server.wait_for_messages(15)) == 15
     assert len(smtp_server.handler.sessions) <= 3  # one more connection, reused mail after mail
+
+
+def test_the_worker_takes_jobs_with_blmove_so_a_taken_job_is_never_in_no_list(app, client, smtp_server, worker_env, start_worker):
+    """From one queue RQ moves a job into rq:wip:<queue> as it takes it; from several it pops it (BLPOP) into nowhere."""
+    jobs_redis = redis.Redis.from_url(app.config["RQ_REDIS_URL"])  # the test's own server, never the shared one
+    start_worker(worker_env)
+    time.sleep(1)  # the worker is now blocked, waiting for a job
+    jobs_redis.config_resetstat()
+    signup(client, "ada@example.com")
+    smtp_server.wait_for_messages(1)
+    used = {name.removeprefix("cmdstat_") for name in jobs_redis.info("commandstats")}
+    assert "blmove" in used, sorted(used)
+    assert not used & {"blpop", "lpop", "brpop", "rpop"}, sorted(used)
