@@ -102,8 +102,15 @@ def deliver_now(template, to, subject, context, message_id=None):
 
 
 # --8<-- [start:is_permanent]
+# A 5xx while connecting, greeting or logging in is about the relay or our settings (a wrong
+# MAIL_PASSWORD, too many connections), not the mail: retried, so mails wait for the fix.
+RELAY_ERRORS = (smtplib.SMTPConnectError, smtplib.SMTPHeloError, smtplib.SMTPAuthenticationError)
+
+
 def is_permanent(exc):
-    """Classify a send error: True for one a retry cannot fix (a 5xx; an address or header that cannot be encoded)."""
+    """Classify a send error: True for one a retry cannot fix (a 5xx for this mail; an address or header that cannot be encoded)."""
+    if isinstance(exc, RELAY_ERRORS):
+        return False
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         return all(code >= 500 for code, _ in exc.recipients.values())
     if isinstance(exc, smtplib.SMTPResponseException):

@@ -55,10 +55,14 @@ class MailConnection(Connection):
         else:
             host = RelaySMTP(self.mail.server, self.mail.port, **options)
         host.data_timeout = config["MAIL_DATA_TIMEOUT"]
-        if self.mail.use_tls:
-            host.starttls(context=tls_context(config))
-        if self.mail.username and self.mail.password:
-            host.login(self.mail.username, self.mail.password)
+        try:
+            if self.mail.use_tls:
+                host.starttls(context=tls_context(config))
+            if self.mail.username and self.mail.password:
+                host.login(self.mail.username, self.mail.password)
+        except BaseException:
+            host.close()  # not lent out yet, so the pool cannot close it
+            raise
         return host
 
 

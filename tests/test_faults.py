@@ -18,6 +18,7 @@ from tests.support import (
     Browser,
     RedisServer,
     WebProcess,
+    free_port,
     mailers_queue,
     signup,
     wait_for,
@@ -130,6 +131,32 @@ def test_smtp_451_twice_then_accepts_one_mail(app, client, smtp_server, worker_e
     row = report(fault_report, "SMTP 451 twice, then accepts", 1, smtp_server.messages, time.monotonic() - started)
     assert smtp_server.handler.attempts == 3
     assert row["delivered"] == 1 and row["duplicates"] == 0
+
+
+def test_a_relay_refusing_our_login_is_retried_not_failed(app, client, worker_env, start_worker, tmp_path):
+    """A 535 at AUTH is about the relay or MAIL_PASSWORD, not this mail: retried, so it goes out once that is fixed."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    from app.dev.mailcatcher import MaildirHandler
+
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        logins.append(mechanism)
+        return AuthResult(success=len(logins) > 2, handled=False)  # smtplib tries PLAIN, then LOGIN: the first connection fails
+
+    handler, port = MaildirHandler(str(tmp_path / "maildir")), free_port()
+    relay = Controller(handler, hostname="127.0.0.1", port=port, authenticator=authenticator, auth_require_tls=False)
+    relay.start()
+    try:
+        start_worker({**worker_env, "MAIL_PORT": str(port), "MAIL_USERNAME": "mailer", "MAIL_PASSWORD": "secret"})
+        signup(client, "ada@example.com")
+        wait_for(lambda: len(handler.maildir) == 1, timeout=30, message="the mail, sent by the retry")
+    finally:
+        relay.stop()
+    assert len(logins) == 3
+    assert FailedJobRegistry(queue=mailers_queue(app)).count == 0
 
 
 def test_smtp_550_is_not_retried_and_lands_in_failed_registry(app, client, smtp_server, worker_env, start_worker, fault_report):

@@ -1,5 +1,7 @@
 """SMTP over TLS checks the relay's certificate: refused without its CA, sent with it (STARTTLS and SSL)."""
 
+import os
+import smtplib
 import ssl
 import subprocess
 
@@ -68,3 +70,24 @@ def test_relay_is_trusted_with_its_ca_file(make_app, redis_url, tls_relay, certi
     mode, port, handler = tls_relay
     send(tls_app(make_app, redis_url, mode, port, ca_file=certificate[0]))
     wait_for(lambda: handler.attempts == 1, message="the mail at the TLS relay")
+
+
+def open_sockets():
+    """How many sockets this process holds open (Linux /proc)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except FileNotFoundError:  # the descriptor listdir itself used
+            continue
+    return count
+
+
+def test_a_failed_starttls_closes_its_connection(make_app, redis_url, smtp_server):
+    """The relay offers no STARTTLS: the send fails, and the half-made connection is closed, not left to the GC."""
+    app = make_app(redis_url, MAIL_USE_TLS=True)
+    with app.test_request_context():
+        before = open_sockets()
+        with pytest.raises(smtplib.SMTPNotSupportedError) as failed:  # its traceback still holds the connection
+            deliver_now("email/confirm", "ada@example.com", "Hi", {"email": "ada@example.com", "confirm_url": "x"})
+        assert open_sockets() == before, failed.value
