@@ -127,6 +127,8 @@ def settle(mail, oldest):
     if state == "pending" and fresh:
         return "pending"
     if state == "missing" and fresh:
+        # A stopped or canceled job's hash would make the unique enqueue a no-op: clear it first.
+        redis_client("jobs").delete(Job.key_for(job_id_for(mail.message_id)))
         deliver_staged(mail)
         db.session.execute(update(OutboxMail).where(OutboxMail.id == mail.id).values(requeues=OutboxMail.requeues + 1))
         db.session.commit()

@@ -151,6 +151,19 @@ def test_sweeper_enqueues_a_lost_job_once_and_it_is_sent_once(app, client, smtp_
     assert run_sweep(app).sent == 1 and outbox_rows(app) == []
 
 
+def test_sweeper_enqueues_again_a_canceled_job_whose_hash_is_still_there(app, client, smtp_server, run_worker):
+    signup(client, "ada@example.com")
+    (row,) = outbox_rows(app)
+    job = mailers_queue(app).fetch_job(job_id_for(row.message_id))
+    job.cancel()  # `rq job cancel`, or a stopped job: its hash stays, the queue no longer has it
+    make_due(app)
+    assert run_sweep(app).requeued == 1
+    assert mailers_queue(app).job_ids == [job.id]  # really on the queue again, not just counted
+    run_worker()
+    (message,) = smtp_server.wait_for_messages(1)
+    assert message["Message-ID"] == row.message_id
+
+
 def test_two_sweepers_cannot_claim_one_row(app, client):
     signup(client, "ada@example.com")
     with app.app_context():
