@@ -144,14 +144,14 @@ class MailWorker(BaseWorker):
         """Replace an undecodable job hash by a readable failed job that says why (the raw hash is kept)."""
         reason = f"unreadable job {job_id}: {type(exc).__name__}: {exc}"
         self.log.error("Worker %s: %s (raw hash kept under mail:unreadable:%s)", self.name, reason, job_id)
-        job_key = self.job_class.key_for(job_id)
+        job_key, ttl = self.job_class.key_for(job_id), flask_app.config["MAIL_FAILURE_TTL"]
         with self.connection.pipeline() as pipe:
             pipe.rename(job_key, f"mail:unreadable:{job_id}")
+            pipe.expire(f"mail:unreadable:{job_id}", ttl)  # kept as long as the failed job, not for ever
             pipe.lrem(queue.intermediate_queue_key, 1, job_id)
             pipe.execute()
         placeholder = self.job_class.create(unreadable_job, id=job_id, connection=self.connection,
                                             serializer=self.serializer, origin=queue.name, description=reason)
-        ttl = flask_app.config["MAIL_FAILURE_TTL"]
         with self.connection.pipeline() as pipe:
             queue.failed_job_registry.add(placeholder, ttl=ttl, exc_string=reason, pipeline=pipe)
             Result.create_failure(placeholder, ttl, reason, worker_name=self.name, pipeline=pipe)  # what rq-dashboard shows

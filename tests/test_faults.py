@@ -320,6 +320,7 @@ def test_an_unreadable_job_is_failed_and_the_worker_goes_on(app, client, smtp_se
     job = Job.fetch("poison", connection=queue.connection, serializer=JSONSerializer)
     assert "unreadable job poison" in job.latest_result().exc_string
     assert queue.connection.exists("mail:unreadable:poison")
+    assert 0 < queue.connection.ttl("mail:unreadable:poison") <= app.config["MAIL_FAILURE_TTL"]  # not kept for ever
 
 
 def test_a_killed_workers_scheduler_does_not_outlive_it(app, worker_env, start_worker):
