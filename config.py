@@ -160,6 +160,9 @@ class DevelopmentConfig(Config):
 
     DEBUG = True
     DEV_TOOLS = True
+    # The dev tools answer requests from this machine only; true opens them to a VM's or
+    # container's host as well (trusted networks only: they show and send every user's mail).
+    DEV_TOOLS_ALLOW_REMOTE = env.bool("DEV_TOOLS_ALLOW_REMOTE", False)
 
 
 class TestingConfig(Config):

@@ -125,3 +125,16 @@ def test_dev_web_server_watches_only_the_projects_own_files():
     assert len(watched) < 500  # the project's files, not a Python installation's
     assert changed_file({ROOT / "a.py": 1}, {ROOT / "a.py": 2}) == ROOT / "a.py"
     assert changed_file({ROOT / "a.py": 1}, {ROOT / "a.py": 1}) is None
+
+
+def test_dev_tools_answer_this_machine_only(dev_app):
+    """A development app reached from another machine (deployed by mistake, FLASK_CONFIG unset) shows no dev tool."""
+    paths = ("/rq/", "/dev/", "/dev/mail/", "/dev/announce")
+    here = dev_app.test_client()  # REMOTE_ADDR 127.0.0.1
+    elsewhere = dev_app.test_client()
+    elsewhere.environ_base["REMOTE_ADDR"] = "203.0.113.9"
+    assert [here.get(path).status_code for path in paths] == [200] * len(paths)
+    assert [elsewhere.get(path).status_code for path in paths] == [404] * len(paths)
+    assert elsewhere.get("/").status_code == 200  # the app itself still answers
+    dev_app.config["DEV_TOOLS_ALLOW_REMOTE"] = True  # a VM's or a container's host, on a trusted network
+    assert [elsewhere.get(path).status_code for path in paths] == [200] * len(paths)
