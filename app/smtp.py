@@ -98,13 +98,14 @@ class ConnectionPool:
             self.slots.release()
 
     def _take(self):
-        """An idle connection that still answers, or a new one."""
+        """An idle connection that still answers, or a new one (with no host when MAIL_SUPPRESS_SEND is on)."""
         while True:
             try:
                 connection, used_at = self.idle.get_nowait()
             except queue.Empty:
                 connection = MailConnection(current_app.extensions["mail"])
-                connection.host = connection.configure_host()
+                # As Flask-Mail's own Connection does: a suppressed send talks to no server.
+                connection.host = None if connection.mail.suppress else connection.configure_host()
                 return connection
             if time.monotonic() - used_at < self.IDLE_CHECK or answers(connection):
                 return connection
@@ -121,7 +122,9 @@ class ConnectionPool:
 
 
 def answers(connection):
-    """True if the server still answers NOOP on this connection."""
+    """True if the server still answers NOOP on this connection (or there is none: sending is suppressed)."""
+    if connection.host is None:
+        return True
     try:
         return connection.host.noop()[0] == 250
     except (smtplib.SMTPException, OSError):

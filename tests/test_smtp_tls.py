@@ -91,3 +91,14 @@ def test_a_failed_starttls_closes_its_connection(make_app, redis_url, smtp_serve
         with pytest.raises(smtplib.SMTPNotSupportedError) as failed:  # its traceback still holds the connection
             deliver_now("email/confirm", "ada@example.com", "Hi", {"email": "ada@example.com", "confirm_url": "x"})
         assert open_sockets() == before, failed.value
+
+
+def test_suppressed_sending_talks_to_no_server(make_app, redis_url, smtp_server):
+    """MAIL_SUPPRESS_SEND (Flask-Mail's switch) holds for the pooled connections too: recorded, never sent."""
+    app = make_app(redis_url, MAIL_SUPPRESS_SEND=True, MAIL_PORT=free_port())  # nothing listens there
+    mail = app.extensions["mail"]
+    with app.test_request_context(), mail.record_messages() as outbox:
+        deliver_now("email/confirm", "ada@example.com", "Hi", {"email": "ada@example.com", "confirm_url": "x"})
+        deliver_now("email/confirm", "bob@example.com", "Hi", {"email": "bob@example.com", "confirm_url": "x"})
+    assert [message.recipients for message in outbox] == [["ada@example.com"], ["bob@example.com"]]
+    assert smtp_server.messages == []
