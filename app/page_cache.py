@@ -3,6 +3,7 @@
 from flask_login.config import COOKIE_NAME as REMEMBER_COOKIE_DEFAULT
 from redis.exceptions import RedisError
 from werkzeug.http import parse_cookie
+from werkzeug.sansio.utils import host_is_trusted
 
 
 class AnonymousPageCache:
@@ -16,7 +17,8 @@ class AnonymousPageCache:
     whose view renders the page and stores it under the same key.
 
     Responses from here skip the app's after_request hooks, so the headers every page carries
-    (app.headers' security headers) are passed in and sent here too.
+    (app.headers' security headers) are passed in and sent here too; and Flask's check of the
+    Host header, so a request for a host outside TRUSTED_HOSTS goes on to the app (its 400).
     """
 
     HEADERS = [("Content-Type", "text/html; charset=utf-8"), ("Vary", "Cookie")]
@@ -29,6 +31,7 @@ class AnonymousPageCache:
         self.pages = pages
         self.headers = [*self.HEADERS, *extra_headers]
         self.private_cookies = {app.config["SESSION_COOKIE_NAME"], app.config.get("REMEMBER_COOKIE_NAME", REMEMBER_COOKIE_DEFAULT)}
+        self.trusted_hosts = app.config["TRUSTED_HOSTS"]
 
     def __call__(self, environ, start_response):
         """Serve the cached page if this visitor may have it, else call the app."""
@@ -56,5 +59,7 @@ class AnonymousPageCache:
             return None
         key = self.pages.get(environ.get("PATH_INFO"))
         if key is None or self.private_cookies & parse_cookie(environ).keys():
+            return None
+        if self.trusted_hosts is not None and not host_is_trusted(environ.get("HTTP_HOST"), self.trusted_hosts):
             return None
         return key

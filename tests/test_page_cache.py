@@ -81,3 +81,19 @@ def test_signup_and_confirmation_show_on_the_cached_home_page_at_once(app, clien
     (message,) = smtp_server.wait_for_messages(1)
     app.test_client().get(confirm_link(message).split("localhost", 1)[1])
     assert "<strong>1</strong> users, <strong>1</strong> confirmed" in app.test_client().get("/").get_data(as_text=True)
+
+
+
+def test_a_host_outside_trusted_hosts_gets_the_apps_400_not_the_cached_page(make_app, redis_url):
+    app = make_app(redis_url, TRUSTED_HOSTS=["localhost"])  # as production sets it from SITE_URL
+    page_cache, hosts = app.wsgi_app, []
+    flask_app = page_cache.wsgi_app
+
+    def recording(environ, start_response):
+        hosts.append(environ["HTTP_HOST"])
+        return flask_app(environ, start_response)
+
+    page_cache.wsgi_app = recording
+    assert app.test_client().get("/").status_code == 200  # rendered and stored
+    assert app.test_client().get("/", headers={"Host": "evil.example"}).status_code == 400
+    assert hosts == ["localhost", "evil.example"]  # the second went to Flask, which refused it
