@@ -97,3 +97,19 @@ def test_a_host_outside_trusted_hosts_gets_the_apps_400_not_the_cached_page(make
     assert app.test_client().get("/").status_code == 200  # rendered and stored
     assert app.test_client().get("/", headers={"Host": "evil.example"}).status_code == 400
     assert hosts == ["localhost", "evil.example"]  # the second went to Flask, which refused it
+
+
+@pytest.mark.parametrize("visit", ["a query string", "a session cookie while signed out"])
+def test_the_view_reads_the_cache_for_exactly_the_requests_the_middleware_would(app, visit):
+    from app.web_extensions import cache
+
+    with app.app_context():
+        cache.set("page:home", "<p>the page everybody gets</p>")  # what a stranger's visit stored
+    client, path = app.test_client(), "/"
+    if visit == "a query string":
+        path = "/?utm_source=mail"
+    else:
+        client.get("/auth/login")  # its form's CSRF token starts a session: a cookie, still signed out
+        assert client.get_cookie(app.config["SESSION_COOKIE_NAME"]) is not None
+    page = client.get(path).get_data(as_text=True)
+    assert "the page everybody gets" not in page and "<strong>0</strong> users" in page  # rendered for this request
