@@ -318,3 +318,23 @@ def test_a_suspended_worker_is_resumed_and_the_waiting_mail_goes_out(tmp_path):
         output.close()
         redis_server.stop()
     assert "Traceback" not in output.text, output.text
+
+
+SUPERVISE = """
+import sys
+from devtools.supervisor import Supervisor
+worker = [sys.executable, "-c", "print('RQ is currently suspended'); raise SystemExit(1)"]
+web = [sys.executable, "-c", "import time; time.sleep(60)"]  # never listens: what the supervisor waits for
+processes = [("worker", " ".join(worker[:2]) + ' "' + worker[2] + '"'), ("web", " ".join(web[:2]) + ' "' + web[2] + '"')]
+Supervisor({}).run(processes, redis_url="redis://127.0.0.1:1/0", ready_message="all running", web_port=int(sys.argv[1]))
+"""
+
+
+def test_a_process_that_exits_while_starting_is_named_and_not_the_one_waited_for():
+    result = subprocess.run([sys.executable, "-c", SUPERVISE, str(free_port())], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "worker | RQ is currently suspended" in output
+    assert "==> worker exited with code 1 (its last lines are above); stopping the others" in output
+    assert "gave up waiting" not in output and "all running" not in output, output
