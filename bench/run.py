@@ -277,8 +277,7 @@ def load(base_url, clients, per_client, tag):
     import http.client
     from urllib.parse import urlencode, urlsplit
 
-    def csrf_token(html):
-        return html.split('name="csrf_token" type="hidden" value="', 1)[1].split('"', 1)[0]
+    from bench.harness import csrf_token
 
     host, port = urlsplit(base_url).hostname, urlsplit(base_url).port
     latencies, errors, lock = [], [], threading.Lock()

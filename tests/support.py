@@ -18,7 +18,7 @@ from pathlib import Path
 import redis
 from aiosmtpd.controller import Controller
 
-from app.dev.mailcatcher import MaildirHandler
+from devtools.mailcatcher import MaildirHandler
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -116,7 +116,7 @@ def test_flask_redis_talks_to_the_apps_redis(dev_app):
 
 
 def test_dev_web_server_watches_only_the_projects_own_files():
-    from app.dev.devserver import changed_file, watched_paths
+    from devtools.devserver import changed_file, watched_paths
 
     watched = watched_paths()
     assert ROOT / "app" / "__init__.py" in watched and ROOT / "config.py" in watched

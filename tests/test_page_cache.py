@@ -105,3 +105,19 @@ def test_home_page_says_one_user_and_two_users(app, client):
     assert "<strong>1</strong> user," in app.test_client().get("/").get_data(as_text=True)  # not "1 users"
     signup(app.test_client(), "bob@example.com")
     assert "<strong>2</strong> users," in app.test_client().get("/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("visit", ["a query string", "a session cookie while signed out"])
+def test_the_view_reads_the_cache_for_exactly_the_requests_the_middleware_would(app, visit):
+    from app.web_extensions import cache
+
+    with app.app_context():
+        cache.set("page:home", "<p>the page everybody gets</p>")  # what a stranger's visit stored
+    client, path = app.test_client(), "/"
+    if visit == "a query string":
+        path = "/?utm_source=mail"
+    else:
+        client.get("/auth/login")  # its form's CSRF token starts a session: a cookie, still signed out
+        assert client.get_cookie(app.config["SESSION_COOKIE_NAME"]) is not None
+    page = client.get(path).get_data(as_text=True)
+    assert "the page everybody gets" not in page and "<strong>0</strong> users" in page  # rendered for this request
