@@ -16,6 +16,10 @@ env.read_env(BASE_DIR / ".env", recurse=False)
 DEV_SECRET_KEY = "dev-only-secret-key-change-me"
 
 
+class ConfigError(RuntimeError):
+    """A setting that cannot work, said in a line: the entry points (app/entry.py) print it without a traceback."""
+
+
 class Config:
     """Settings shared by every environment."""
 
@@ -193,12 +197,12 @@ class ProductionConfig(Config):
     def check(cls):
         """Refuse to start without a real SECRET_KEY and the site's https:// address."""
         if not cls.SECRET_KEY or cls.SECRET_KEY == DEV_SECRET_KEY or len(cls.SECRET_KEY) < 32:
-            raise RuntimeError(
+            raise ConfigError(
                 "ProductionConfig needs SECRET_KEY: set it to a random string of at least 32 "
                 'characters, e.g. python -c "import secrets; print(secrets.token_hex(32))"'
             )
         if not cls.SITE_URL or not cls.SITE_URL.startswith("https://"):
-            raise RuntimeError(
+            raise ConfigError(
                 "ProductionConfig needs SITE_URL, the site's public https:// address "
                 "(e.g. SITE_URL=https://mailer.example.com): the links in mails are built from it"
             )

@@ -20,6 +20,8 @@ from redis.sentinel import Sentinel, SentinelManagedConnection
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from config import ConfigError
+
 log = logging.getLogger(__name__)
 
 SENTINEL_SCHEME = "redis+sentinel"
@@ -166,7 +168,13 @@ def describe_server(client):
 
 def init_redis(app):
     """Create the client of each role once and keep them in app.extensions['redis']."""
-    clients = {role: connect(app.config[setting], **ROLE_OPTIONS[role]) for role, setting in ROLE_URL_SETTINGS.items()}
+    clients = {}
+    for role, setting in ROLE_URL_SETTINGS.items():
+        try:
+            clients[role] = connect(app.config[setting], **ROLE_OPTIONS[role])
+        except ValueError as exc:  # a malformed URL (parse_sentinel_url says what is wrong)
+            fallback = ", which falls back to REDIS_URL" if app.config[setting] == app.config["REDIS_URL"] else ""
+            raise ConfigError(f"{setting}{fallback}: {exc}") from exc
     app.extensions["redis"] = clients
     # Flask-Session takes a client object rather than a URL; Flask-Caching gets one through
     # RoleRedisCache (CACHE_TYPE); Flask-Limiter only takes a URI and its options.
