@@ -1,6 +1,7 @@
 """Configuration classes, chosen by name (FLASK_CONFIG), with values from the environment."""
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from environs import Env
 
@@ -14,10 +15,6 @@ env = Env()
 env.read_env(BASE_DIR / ".env", recurse=False)
 
 DEV_SECRET_KEY = "dev-only-secret-key-change-me"
-
-
-class ConfigError(RuntimeError):
-    """A setting that cannot work, said in a line: the entry points (app/entry.py) print it without a traceback."""
 
 
 class Config:
@@ -36,7 +33,10 @@ class Config:
     CACHE_REDIS_URL = env.str("CACHE_REDIS_URL", REDIS_URL)
     SESSION_REDIS_URL = env.str("SESSION_REDIS_URL", REDIS_URL)
     RQ_REDIS_URL = env.str("RQ_REDIS_URL", REDIS_URL)
-    RATELIMIT_STORAGE_URI = env.str("RATELIMIT_STORAGE_URI", REDIS_URL)
+    # Rate-limit counters (one per client and per address tried, each with a TTL) unset: on the
+    # sessions server, whose keys may be evicted; on the queue's `noeviction` server a flood of
+    # logins would fill it until it refuses mail jobs.
+    RATELIMIT_STORAGE_URI = env.str("RATELIMIT_STORAGE_URI", None)
     # --8<-- [end:redis_roles]
 
     # --8<-- [start:sentinel]
@@ -158,6 +158,11 @@ class Config:
     def check(cls):
         """Refuse settings that are unsafe for this environment (nothing to check by default)."""
 
+    @classmethod
+    def deployment_warnings(cls, settings):
+        """What the final settings break of the deployment rules (docs/deploying.md); none outside production."""
+        return []
+
 
 class DevelopmentConfig(Config):
     """Local development: rq-dashboard, the mail inbox and the other dev tools are on."""
@@ -197,16 +202,38 @@ class ProductionConfig(Config):
     def check(cls):
         """Refuse to start without a real SECRET_KEY and the site's https:// address."""
         if not cls.SECRET_KEY or cls.SECRET_KEY == DEV_SECRET_KEY or len(cls.SECRET_KEY) < 32:
-            raise ConfigError(
+            raise RuntimeError(
                 "ProductionConfig needs SECRET_KEY: set it to a random string of at least 32 "
                 'characters, e.g. python -c "import secrets; print(secrets.token_hex(32))"'
             )
         if not cls.SITE_URL or not cls.SITE_URL.startswith("https://"):
-            raise ConfigError(
+            raise RuntimeError(
                 "ProductionConfig needs SITE_URL, the site's public https:// address "
                 "(e.g. SITE_URL=https://mailer.example.com): the links in mails are built from it"
             )
+
+    @classmethod
+    def deployment_warnings(cls, settings):
+        """The deployment rules these final settings visibly break, one line each (logged at start-up)."""
+        warnings = []
+        counters = settings["RATELIMIT_STORAGE_URI"] or settings["SESSION_REDIS_URL"]
+        if same_redis_server(counters, settings["RQ_REDIS_URL"]):
+            warnings.append(
+                "rate-limit counters are on the queue's Redis server (RATELIMIT_STORAGE_URI): a flood of logins "
+                "fills it until it refuses mail jobs; leave RATELIMIT_STORAGE_URI unset (the sessions server)"
+            )
+        return warnings
 # --8<-- [end:production]
+
+
+def same_redis_server(url, other):
+    """True if two Redis URLs name one server: the same host and port, or the same Sentinels and service."""
+    if not url or not other:
+        return False
+    first, second = urlsplit(url), urlsplit(other)
+    if first.scheme.startswith("redis+sentinel"):
+        return (first.hostname, first.port, first.path.split("/")[1:2]) == (second.hostname, second.port, second.path.split("/")[1:2])
+    return (first.hostname, first.port or 6379) == (second.hostname, second.port or 6379)
 
 
 config_by_name = {

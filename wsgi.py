@@ -1,6 +1,5 @@
-"""The WSGI entry point: `gunicorn wsgi:app` (config chosen by FLASK_CONFIG); `flask --app wsgi` loads it too."""
+"""The WSGI entry point: `gunicorn wsgi:app` (config chosen by FLASK_CONFIG)."""
 
 from app import create_app
-from app.entry import build_or_exit
 
-app = build_or_exit(create_app)
+app = create_app()

@@ -53,6 +53,8 @@ def configured_app(config_name=None, overrides=None):
     app.config["CONFIG_NAME"] = config_name
     app.config.update(overrides or {})
     apply_site_url(app)  # links in mails name SITE_URL, whatever Host a request claims
+    for warning in config_class.deployment_warnings(app.config):
+        app.logger.warning("deployment: %s", warning)
     os.makedirs(app.instance_path, exist_ok=True)
     return app
 

@@ -20,8 +20,6 @@ from redis.sentinel import Sentinel, SentinelManagedConnection
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from config import ConfigError
-
 log = logging.getLogger(__name__)
 
 SENTINEL_SCHEME = "redis+sentinel"
@@ -168,13 +166,7 @@ def describe_server(client):
 
 def init_redis(app):
     """Create the client of each role once and keep them in app.extensions['redis']."""
-    clients = {}
-    for role, setting in ROLE_URL_SETTINGS.items():
-        try:
-            clients[role] = connect(app.config[setting], **ROLE_OPTIONS[role])
-        except ValueError as exc:  # a malformed URL (parse_sentinel_url says what is wrong)
-            fallback = ", which falls back to REDIS_URL" if app.config[setting] == app.config["REDIS_URL"] else ""
-            raise ConfigError(f"{setting}{fallback}: {exc}") from exc
+    clients = {role: connect(app.config[setting], **ROLE_OPTIONS[role]) for role, setting in ROLE_URL_SETTINGS.items()}
     app.extensions["redis"] = clients
     # Flask-Session takes a client object rather than a URL; Flask-Caching gets one through
     # RoleRedisCache (CACHE_TYPE); Flask-Limiter only takes a URI and its options.
@@ -189,7 +181,7 @@ def configure_limiter_storage(app):
     the rest as options. Flask-Limiter merges these options into its one module-level
     limiter, so every app sets the same keys: nothing of a previous app's lingers.
     """
-    url = app.config["RATELIMIT_STORAGE_URI"]
+    url = app.config["RATELIMIT_STORAGE_URI"] = app.config["RATELIMIT_STORAGE_URI"] or app.config["SESSION_REDIS_URL"]
     where = parse_sentinel_url(url)
     if where is not None:
         app.config["RATELIMIT_STORAGE_URI"] = where.for_limits()
