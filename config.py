@@ -140,6 +140,9 @@ class Config:
     TRUST_ONLY_SITE_HOST = False
     # Proxies in front of the app that set X-Forwarded-For/-Proto/-Host (0: none, trust nothing).
     PROXY_COUNT = env.int("PROXY_COUNT", 0)
+    # The addresses those proxies connect from (gunicorn's own setting of the same name): a request
+    # from any other peer keeps its own address, whatever X-Forwarded-For it brings. "*": any peer.
+    FORWARDED_ALLOW_IPS = env.list("FORWARDED_ALLOW_IPS", ["127.0.0.1", "::1"])
     # Login attempts: per client address, and per account address whoever tries it.
     LOGIN_RATE_LIMIT = env.str("LOGIN_RATE_LIMIT", "10 per minute")
     LOGIN_ADDRESS_RATE_LIMIT = env.str("LOGIN_ADDRESS_RATE_LIMIT", "5 per minute;20 per hour")
@@ -221,6 +224,16 @@ class ProductionConfig(Config):
             warnings.append(
                 "rate-limit counters are on the queue's Redis server (RATELIMIT_STORAGE_URI): a flood of logins "
                 "fills it until it refuses mail jobs; leave RATELIMIT_STORAGE_URI unset (the sessions server)"
+            )
+        if not settings["PROXY_COUNT"]:
+            warnings.append(
+                "PROXY_COUNT is 0: gunicorn faces clients itself and the rate limits count the address it sees; "
+                "put a buffering proxy (nginx) in front and set PROXY_COUNT=1 (docs/deploying.md)"
+            )
+        elif "*" in settings["FORWARDED_ALLOW_IPS"]:
+            warnings.append(
+                "FORWARDED_ALLOW_IPS is *: X-Forwarded-For is believed from any peer, so only the proxy may be "
+                "able to reach gunicorn (a platform router, or a private network)"
             )
         return warnings
 # --8<-- [end:production]
