@@ -49,7 +49,7 @@ class Config:
     # --8<-- [end:sentinel]
 
     # --8<-- [start:cache]
-    # Cache: the seed's `expires_in: 90.minutes`, under the `cache:` prefix, stored as JSON.
+    # Cache: the Rails tutorial's `expires_in: 90.minutes`, under the `cache:` prefix, stored as JSON.
     # RedisCache on the app's own `cache` client (plain or Sentinel, see app/connections.py).
     CACHE_TYPE = "app.connections.RoleRedisCache"
     CACHE_KEY_PREFIX = "cache:"
@@ -74,7 +74,7 @@ class Config:
     # --8<-- [end:sessions]
 
     # --8<-- [start:jobs]
-    # Jobs: one queue, `mailers` (the seed's sidekiq.yml also names `default`, which nothing
+    # Jobs: one queue, `mailers` (the Rails tutorial's sidekiq.yml also names `default`, which nothing
     # here uses). From one queue RQ takes a job with BLMOVE into a list it recovers from; from
     # two or more it uses BLPOP, and a job taken as the worker dies is then in no list at all.
     RQ_QUEUES = ["mailers"]
