@@ -103,7 +103,7 @@ def worker_command(system, root, redis_url, probe_out=None):
 def py_spy(pid, out, *flags):
     """Start `py-spy record` on a pid (raw collapsed stacks, per thread, without pausing it)."""
     binary = Path(sys.executable).parent / "py-spy"
-    return subprocess.Popen([str(binary), "record", "--pid", str(pid), "--threads", "--nonblocking", "--rate", "100",
+    return subprocess.Popen([str(binary), "record", "--pid", str(pid), "--threads", "--nonblocking", "--rate", "200",
                              "--format", "raw", "--output", str(out), *flags],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -196,31 +196,60 @@ def measure(system, mails, delay, root, workdir, mode, profile_dir=None):
         stack.stop()
 
 
+# Where a sample's time is spent: the first of these (in this order) among its frames names its phase.
+PHASES = (
+    ("BaseWorker.check_for_suspension", "main: suspension check (+ its heartbeat)"),
+    ("BaseWorker.heartbeat", "main: worker heartbeat"),
+    ("Queue.dequeue_any", "main: BLMOVE + fetch the job hash"),
+    ("BaseWorker.set_state", "main: worker state"),
+    ("prepare_execution", "main: execution record"),
+    ("BaseWorker.prepare_job_execution", "job: prepare (registries, job hash)"),
+    ("send_mail_job", "job: the mail itself (render, MIME, SMTP, sent-marker)"),
+    ("BaseWorker.handle_execution_ended", "job: job heartbeat after it ran"),
+    ("BaseWorker.handle_job_success", "job: success transaction (result, registries, counters)"),
+    ("BaseWorker.maintain_heartbeats", "heartbeat thread"),
+    ("RQScheduler", "scheduler thread"),
+    ("Timer.run", "job timeout timer threads (TimerDeathPenalty)"),
+    ("BaseWorker.perform_job", "job: rest of RQ's perform_job (timer, logging, callbacks)"),
+    ("MailWorker.execute_job", "main: start the job thread"),
+    ("BaseWorker.work", "main: rest of RQ's work loop (logging, procline)"),
+)
+# The library a sample's innermost frame belongs to.
+LIBRARIES = (("redis/", "redis-py"), ("hiredis", "redis-py"), ("logging/", "logging"), ("rq/", "rq"),
+             ("smtplib", "mail (smtplib, email, Flask-Mail, Jinja)"), ("email/", "mail (smtplib, email, Flask-Mail, Jinja)"),
+             ("flask_mail", "mail (smtplib, email, Flask-Mail, Jinja)"), ("jinja2", "mail (smtplib, email, Flask-Mail, Jinja)"),
+             ("app/", "app"), ("threading", "threading"), ("socket", "socket"))
+
+
 def summarise_profile(path, top=15):
-    """Shares of samples from a py-spy raw file: by thread kind, by leaf function (self) and by function (inclusive)."""
-    by_thread, leaf, inclusive, total = Counter(), Counter(), Counter(), 0
+    """Shares of samples from a py-spy raw file: by thread, by RQ phase, by library (innermost frame), by function."""
+    by_thread, phase, library, leaf, total = Counter(), Counter(), Counter(), Counter(), 0
     for line in Path(path).read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack:
             continue
-        count = int(count)
-        frames = stack.split(";")
+        count, frames = int(count), stack.split(";")
         thread = frames[0]
-        kind = ("job threads" if "rq-job-" in thread else "main (dequeue)" if "MainThread" in thread
-                else thread.split("\"")[1] if "\"" in thread else thread)
-        by_thread[kind] += count
-        functions = [frame.split(" (")[0] + " " + frame.split(" (")[1].split(":")[0].rsplit("/", 1)[-1]
-                     if " (" in frame else frame for frame in frames[1:]]
-        if functions:
-            leaf[functions[-1]] += count
-        for function in set(functions):
-            inclusive[function] += count
+        by_thread["job threads" if "rq-job-" in thread else "main (dequeue)" if "MainThread" in thread
+                  else thread.split(": ", 1)[-1]] += count
+        names = [frame.split(" (")[0] for frame in frames[1:]]
+        if not names:
+            kind = "no Python frame (C code, a thread starting or ending)"
+        elif "Thread.run" not in names and names[0] == "Thread._bootstrap":
+            kind = "thread start/exit (a thread per job, a timer per job)"
+        else:
+            kind = next((label for key, label in PHASES if any(name.startswith(key) for name in names)), "other")
+        phase[kind] += count
+        innermost = frames[-1]
+        library[next((label for key, label in LIBRARIES if key in innermost), "other")] += count
+        leaf[innermost.split(":")[0] + ")"] += count
         total += count
 
     def shares(counter):
-        return {name: round(100 * value / total, 1) for name, value in counter.most_common(top)}
+        return {name: round(100 * value / max(total, 1), 1) for name, value in counter.most_common(top)}
 
-    return {"samples": total, "by_thread_pct": shares(by_thread), "self_pct": shares(leaf), "inclusive_pct": shares(inclusive)}
+    return {"samples": total, "by_thread_pct": shares(by_thread), "by_phase_pct": shares(phase),
+            "by_library_pct": shares(library), "self_pct": shares(leaf)}
 
 
 def main():
