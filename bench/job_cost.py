@@ -20,7 +20,14 @@ the worker idle again after the last mail, it reads:
   the running jobs counted, and how late a thread wakes from a 1 ms sleep: the GIL wait).
 
 The proxy and the probes slow the worker a little, so CPU per mail is taken from the plain run.
-Results go to bench/results/job_cost.json.
+Results go to bench/results/job_cost-<delay>.json.
+
+    python3 bench/job_cost.py --delay 0.1 --compare 'PROBE_THROTTLE_HEARTBEAT=1 PROBE_THROTTLE_SUSPENSION=1'
+
+tries trims before they are made in the worker: bench.probed_worker's what-if settings
+(PROBE_THROTTLE_HEARTBEAT, PROBE_THROTTLE_SUSPENSION, PROBE_SKIP_IDLE_STATE,
+PROBE_PREPARE_IN_THREAD, PROBE_SWITCH_INTERVAL) against the worker as it is, in alternating
+order, and prints the median ratio of mails/s, CPU per mail and commands per job.
 """
 
 import argparse
@@ -108,7 +115,7 @@ def py_spy(pid, out, *flags):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def measure(system, mails, delay, root, workdir, mode, profile_dir=None):
+def measure(system, mails, delay, root, workdir, mode, profile_dir=None, label=""):
     """One run: `mode` is "plain" (CPU, commandstats), "proxy" (round trips) or "probe" (main-thread timings)."""
     import psutil
     import redis
@@ -117,7 +124,7 @@ def measure(system, mails, delay, root, workdir, mode, profile_dir=None):
     from bench.redis_counter import CountingProxy
     from bench.run import CelerySide, enqueue_rq, make_app
 
-    stack = Stack(Path(workdir) / f"{system}-{mode}-{delay}", smtp_delay=delay)
+    stack = Stack(Path(workdir) / f"{system}-{mode}-{delay}{label}", smtp_delay=delay)
     profilers = []
     try:
         app = make_app(stack)
@@ -252,8 +259,34 @@ def summarise_profile(path, top=15):
             "by_library_pct": shares(library), "self_pct": shares(leaf)}
 
 
+def compare(variant, pairs, mails, delay, root, workdir, against=""):
+    """The probed worker with the settings in `against` (default: as it is) vs with `variant`, alternating; median ratios."""
+    import statistics
+
+    settings = dict(item.split("=", 1) for item in variant.split())
+    baseline = dict(item.split("=", 1) for item in against.split())
+    figures = ("steady_mails_per_s", "worker_cpu_ms_per_mail", "redis_commands_per_job")
+    rows = []
+    for number in range(pairs):
+        runs = {}
+        for side in (("as_is", "what_if") if number % 2 == 0 else ("what_if", "as_is")):
+            saved = dict(os.environ)
+            os.environ.update(settings if side == "what_if" else baseline)
+            try:
+                run = measure("rq", mails, delay, root, workdir, "probe", label=f"-{side}{number}")
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+            runs[side] = {key: run[key] for key in figures} | {"occupancy_mean": run["probe"]["occupancy_mean"],
+                                                              "load_average": round(os.getloadavg()[0], 2)}
+        rows.append(runs)
+        print(json.dumps(runs), flush=True)
+    ratios = {key: round(statistics.median(row["what_if"][key] / row["as_is"][key] for row in rows), 2) for key in figures}
+    return {"variant": settings, "against": baseline, "delay_s": delay, "mails": mails, "pairs": rows, "median_ratio_what_if_to_as_is": ratios}
+
+
 def main():
-    """Run the chosen systems and print one JSON document."""
+    """Run the chosen systems (or one --compare) and print JSON documents."""
     bootstrap()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mails", type=int, default=1000)
@@ -262,8 +295,19 @@ def main():
     parser.add_argument("--modes", default="plain,proxy,probe", help="plain (CPU, commands), proxy (round trips), probe")
     parser.add_argument("--profile", action="store_true", help="py-spy profiles of the project's worker (plain run)")
     parser.add_argument("--root", default=str(ROOT), help="the checkout whose Procfile and app/ the rq worker runs")
+    parser.add_argument("--compare", metavar="'PROBE_X=1 ...'", help="what-if settings of bench.probed_worker to try")
+    parser.add_argument("--against", default="", help="what-if settings of the side --compare is measured against")
+    parser.add_argument("--pairs", type=int, default=3, help="alternating as-is/what-if pairs for --compare")
     args = parser.parse_args()
     root = Path(args.root).resolve()
+    if args.compare:
+        with tempfile.TemporaryDirectory(prefix="job-cost-") as workdir:
+            result = compare(args.compare, args.pairs, args.mails, args.delay, root, workdir, args.against)
+        print(json.dumps(result["median_ratio_what_if_to_as_is"]))
+        out = ROOT / "bench" / "results"
+        out.mkdir(exist_ok=True)
+        (out / f"job_cost-compare-{args.delay}.json").write_text(json.dumps(result, indent=2))
+        return
     load_before = os.getloadavg()
     results = []
     with tempfile.TemporaryDirectory(prefix="job-cost-") as workdir:
