@@ -111,10 +111,13 @@ class ProbedMailWorker(MailWorker):
         threading.Thread(target=self.write_stats, name="probe-writer", daemon=True).start()
 
     def heartbeat(self, timeout=None, pipeline=None):
-        """RQ's heartbeat; a what-if (PROBE_THROTTLE_HEARTBEAT=1): a lone one from the main thread at most once a second."""
-        if (os.environ.get("PROBE_THROTTLE_HEARTBEAT") and pipeline is None and timeout is None
-                and threading.current_thread() is threading.main_thread()
-                and time.monotonic() - getattr(self, "probe_last_heartbeat", 0.0) < 1.0):
+        """RQ's heartbeat; a what-if: at most once a second, PROBE_THROTTLE_HEARTBEAT=1 for the main thread's lone
+        ones, =2 also for those RQ adds to a job's prepare pipeline and to the suspension check's pipeline."""
+        mode = os.environ.get("PROBE_THROTTLE_HEARTBEAT")
+        caller_name = sys._getframe(1).f_code.co_name
+        throttled = (mode and pipeline is None and timeout is None and threading.current_thread() is threading.main_thread()
+                     ) or (mode == "2" and caller_name in ("prepare_job_execution", "is_suspended"))
+        if throttled and time.monotonic() - getattr(self, "probe_last_heartbeat", 0.0) < 1.0:
             return
         self.probe_last_heartbeat = time.monotonic()
         return super().heartbeat(timeout, pipeline)
