@@ -242,7 +242,7 @@ def summarise_profile(path, top=15):
         names = [frame.split(" (")[0] for frame in frames[1:]]
         if not names:
             kind = "no Python frame (C code, a thread starting or ending)"
-        elif "Thread.run" not in names and names[0] == "Thread._bootstrap":
+        elif names[0] == "Thread._bootstrap" and not any(name.endswith(".run") for name in names):
             kind = "thread start/exit (a thread per job, a timer per job)"
         else:
             kind = next((label for key, label in PHASES if any(name.startswith(key) for name in names)), "other")
