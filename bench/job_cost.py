@@ -147,10 +147,12 @@ def measure(system, mails, delay, root, workdir, mode, profile_dir=None, label="
         stack.processes.append(worker)
         process = psutil.Process(worker.pid)
         wait_idle(process)
+        redis_process = psutil.Process(stack.processes[0].pid)  # bench.harness.Stack starts Redis first
         idle_cpu, idle_stats, idle_at = process_cpu(process), commandstats(server), time.monotonic()
         idle_proxy = proxy.snapshot() if proxy else None
         time.sleep(3)
         cpu0, stats0, t0 = process_cpu(process), commandstats(server), time.monotonic()
+        redis_cpu0 = process_cpu(redis_process)
         proxy0 = proxy.snapshot() if proxy else None
         idle_seconds = t0 - idle_at
         idle_cpu_rate = (cpu0 - idle_cpu) / idle_seconds
@@ -165,6 +167,7 @@ def measure(system, mails, delay, root, workdir, mode, profile_dir=None, label="
         stack.wait_delivered(before + mails)
         wait_idle(process, at_least=0)
         cpu1, stats1, t1 = process_cpu(process), commandstats(server), time.monotonic()
+        redis_cpu1 = process_cpu(redis_process)
         proxy1 = proxy.snapshot() if proxy else None
         for profiler in profilers:
             profiler.send_signal(signal.SIGINT)
@@ -178,6 +181,8 @@ def measure(system, mails, delay, root, workdir, mode, profile_dir=None, label="
             "worker_cpu_ms_per_mail": round(1000 * (cpu1 - cpu0 - idle_cpu_rate * window) / mails, 2),
             "worker_cpu_share_of_one_core_while_busy": round((cpu1 - cpu0) / (times[-1] - times[0]), 2),
             "idle_cpu_ms_per_s": round(1000 * idle_cpu_rate, 2),
+            # The same cores also run Redis: its CPU for the window (with AOF everysec), per job.
+            "redis_server_cpu_ms_per_job": round(1000 * (redis_cpu1 - redis_cpu0) / mails, 3),
         }
         delta = stats1 - stats0
         per_job = {name: round((calls - idle_commands.get(name, 0) * window / idle_seconds) / mails, 2)
