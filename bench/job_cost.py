@@ -258,6 +258,7 @@ def summarise_profile(path, top=15):
         total += count
 
     def shares(counter):
+        """The top entries as percentages of all samples."""
         return {name: round(100 * value / max(total, 1), 1) for name, value in counter.most_common(top)}
 
     return {"samples": total, "by_thread_pct": shares(by_thread), "by_phase_pct": shares(phase),

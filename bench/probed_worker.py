@@ -46,6 +46,7 @@ def traced(function, commands_of):
     """Wrap a redis-py method that makes one round trip, counting it and its commands for the caller."""
 
     def wrapper(self, *args, **kwargs):
+        """Count, then make the call."""
         commands = commands_of(self, args)
         if commands:  # an empty pipeline sends nothing
             key = caller()
@@ -220,6 +221,7 @@ class ProbedMailWorker(MailWorker):
         """MailWorker.execute_job with prepare_execution() moved into the job's thread."""
 
         def prepare_and_run():
+            """Write the execution record, then run the job, in this thread."""
             execution = self.prepare_execution(job)
             self.running[job.id] = (job, execution, threading.current_thread())
             self.run_job(job, queue, execution)
@@ -289,6 +291,7 @@ class ProbedMailWorker(MailWorker):
         occupancy = list(self.occupancy)
 
         def pct(values, p):
+            """The p-th percentile of sorted values (None if empty)."""
             return values[min(len(values) - 1, int(p / 100 * len(values)))] if values else None
 
         return {

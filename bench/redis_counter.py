@@ -77,6 +77,7 @@ class CountingProxy:
         parser, state = RespCommands(), {"replied": True}
 
         async def upstream():
+            """Client to Redis: count the commands and each new flight of them."""
             while data := await client_reader.read(65536):
                 names = parser.feed(data)
                 with self.lock:
@@ -89,6 +90,7 @@ class CountingProxy:
             server_writer.close()
 
         async def downstream():
+            """Redis to client: a reply ends the flight."""
             while data := await server_reader.read(65536):
                 state["replied"] = True
                 client_writer.write(data)
@@ -102,12 +104,14 @@ class CountingProxy:
         ready = threading.Event()
 
         async def serve():
+            """Listen, then serve until the process ends."""
             server = await asyncio.start_server(self.handle, "127.0.0.1", self.port)
             ready.set()
             async with server:
                 await server.serve_forever()
 
         def run():
+            """The proxy thread: its own event loop."""
             self.loop = asyncio.new_event_loop()
             self.loop.run_until_complete(serve())
 
