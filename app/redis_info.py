@@ -2,7 +2,7 @@
 
 from redis.exceptions import RedisError
 
-from app.connections import ROLE_KEY_PREFIXES, ROLE_OPTIONS, connect, describe_server, redis_client
+from app.connections import ROLE_KEY_PREFIXES, connect, describe_server, redis_client
 
 # The role whose data must never be evicted or lost on a restart: the queue of mail jobs.
 DURABLE_ROLES = ("jobs",)
@@ -43,12 +43,10 @@ def role_status(role):
 
 def limits_status(config):
     """server_status() of the Redis that Flask-Limiter keeps its counters on, or None for another storage."""
-    url = config["RATELIMIT_STORAGE_URI"]
-    if not url.startswith(("redis://", "rediss://", "redis+sentinel://")):
+    url = config["RATELIMIT_REDIS_URL"]  # in the app's spelling (config.derive_rate_limit_storage)
+    if url is None:
         return None  # memory:// and friends: counters in each process
-    if url.startswith("redis+sentinel://"):  # the limits spelling: the DB is in the options, not the path
-        url = f"{url}/{config['RATELIMIT_STORAGE_OPTIONS'].get('db', 0)}"
-    client = connect(url, **ROLE_OPTIONS["sessions"])
+    client = connect(url, **config["REDIS_ROLE_OPTIONS"]["sessions"])
     try:
         return server_status("limits", client, (LIMITS_PREFIX,))
     finally:
