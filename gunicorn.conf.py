@@ -30,3 +30,15 @@ graceful_timeout = 90  # requests in flight finish on SIGTERM
 proxied = env.int("PROXY_COUNT", 0) > 0
 bind = [f"{env.str('WEB_HOST', '127.0.0.1' if proxied else '0.0.0.0')}:{env.int('PORT', 5000)}"]
 # --8<-- [end:bind]
+
+
+def on_starting(server):
+    """Check the settings once in gunicorn's master: a refusal stops it in one line, before any worker boots.
+
+    Without this each worker fails on its own, and when two fail at once gunicorn's shutdown
+    meets the second failure and prints a traceback instead of "App failed to load".
+    """
+    from app.entry import build_or_exit
+    from config import load_settings
+
+    build_or_exit(lambda: load_settings(os.environ.get("FLASK_CONFIG", "development")))

@@ -6,6 +6,7 @@ import smtplib
 import socket
 import sys
 import zlib
+from urllib.parse import urlsplit
 
 import click
 from flask import current_app, url_for
@@ -139,7 +140,7 @@ def doctor():
     failed |= bool(shared) and strict
     for problem in shared:
         click.echo(f"[{'FAIL' if strict else 'note':4}] topology {problem}")
-    failed |= check_limits_and_memory(statuses, strict)
+    failed |= check_limits_and_memory(statuses, strict, refused)
     worker = (False, "not checked: the jobs Redis does not answer") if "jobs" in refused else check_worker()
     for name, (ok, text) in (("worker", worker), ("smtp", check_smtp()), *check_sentinels()):
         failed |= not ok
@@ -151,8 +152,11 @@ def doctor():
     sys.exit(1 if failed else 0)
 
 
-def check_limits_and_memory(statuses, strict):
+def check_limits_and_memory(statuses, strict, refused):
     """Print where the rate-limit counters go and which servers lack a maxmemory; True if that fails production."""
+    url = current_app.config["RATELIMIT_REDIS_URL"]
+    if url is not None and urlsplit(url).netloc.rpartition("@")[2] in refused.values():
+        return False  # its server was found down above; asking again would wait out the client's retries
     limits = limits_status(current_app.config)
     problems = [("limits", problem) for problem in limits_problems(limits, statuses.get("jobs", {}))]
     problems += [("memory", problem) for problem in memory_problems(statuses)]
