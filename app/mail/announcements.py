@@ -1,35 +1,28 @@
 """Bulk mail: an announcement to every confirmed user, in batch jobs that the worker runs side by side.
 
-Each recipient's mail has a Message-ID fixed by (announcement, user), and the sent-marker of
-app.delivery, so a batch that is interrupted and run again skips everyone already served. Each
-batch borrows one of the worker's kept SMTP connections, so WORKER_CONCURRENCY batches send at
-once. The mail is the same for everybody, so a batch writes it once (app.mime.SharedMail).
+Each recipient's mail has a Message-ID fixed by (announcement, user), and the job's
+sent-marker (app.mail.job), so a batch that is interrupted and run again skips everyone
+already served. Each batch borrows one of the worker's kept SMTP connections, so
+WORKER_CONCURRENCY batches send at once. The mail is the same for everybody, so a batch
+renders its templates once; each copy is a Flask-Mail Message sent by Connection.send().
 """
 
+import copy
 import uuid
 
 from flask import current_app
+from flask_mail import BadHeaderError
 from rq import Retry
 from sqlalchemy import select
 
 from app.connections import get_queue, redis_client
-from app.delivery import (
-    PermanentMailError,
-    describe,
-    has_line_break,
-    is_permanent,
-    mark_sent,
-    new_message_id,
-    retried_unless_permanent,
-    sent_marker,
-)
 from app.extensions import db
-from app.mime import SharedMail
+from app.mail.job import PermanentMailError, describe, is_permanent, mark_sent, retried_unless_permanent, sent_marker
+from app.mail.messages import ANNOUNCEMENT, build_message, has_line_break, new_message_id
+from app.mail.transport import relay_connections
 from app.models import User
-from app.smtp import relay_connections
 
-BATCH_JOB = "app.announcements.send_announcement_batch"
-TEMPLATE = "email/announcement"
+BATCH_JOB = "app.mail.announcements.send_announcement_batch"
 
 
 def announce(subject, body, batch_size=None):
@@ -59,6 +52,14 @@ def announce(subject, body, batch_size=None):
     return announcement_id, len(batches), len(user_ids)
 
 
+def copy_for(first, address, message_id):
+    """The batch's rendered Message, addressed to `address` with its own Message-ID (no rendering again)."""
+    message = copy.copy(first)  # not Message(): its make_msgid() looks up this host's FQDN each time
+    message.recipients = [address]
+    message.msgId = message_id
+    return message
+
+
 def send_announcement_batch(announcement_id, subject, body, user_ids):
     """The batch job: send to each user not yet served, over one borrowed SMTP connection.
 
@@ -82,12 +83,14 @@ def send_announcement_batch(announcement_id, subject, body, user_ids):
     sent, refused = 0, {}
     if not pending:
         return {"sent": 0, "skipped": len(recipients)}
-    with retried_unless_permanent(f"announcement {announcement_id}"):  # e.g. a missing template
-        mail = SharedMail(TEMPLATE, subject, {"body": body}, *pending[0])
+    with retried_unless_permanent(f"announcement {announcement_id}"):  # e.g. a missing template, a bad subject
+        first = build_message(ANNOUNCEMENT, pending[0][0], subject, {"body": body}, pending[0][1])
+        if first.has_bad_headers():
+            raise BadHeaderError
     with relay_connections().connection() as smtp:
         for email, message_id in pending:
             try:
-                mail.send(smtp, email, message_id)
+                smtp.send(copy_for(first, email, message_id))  # Flask-Mail's Connection.send: email_dispatched fires
             except Exception as exc:
                 if not is_permanent(exc):
                     raise  # the borrowed connection is closed; the retried batch skips who got it
