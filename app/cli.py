@@ -216,12 +216,12 @@ def send_test_mail(address):
     """Send the confirmation mail, with a dummy link, to ADDRESS: deliver_later() and a commit, as in a view."""
     from app.extensions import db
     from app.mail.delivery import deliver_later
-    from app.mail.messages import has_line_break, test_mail
+    from app.mail.messages import has_line_break, sample_confirmation
 
     if has_line_break(address) or "@" not in address:
         raise click.BadParameter("an email address, on one line", param_hint="ADDRESS")
     with current_app.test_request_context():
-        mail = deliver_later(**test_mail(address))
+        mail = deliver_later(**sample_confirmation(address))
         db.session.commit()  # the outbox row is committed; the job is enqueued right after
     try:
         click.echo(f"queued job {mail.job_id} on 'mailers' ({get_queue('mailers').count} waiting)")

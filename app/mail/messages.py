@@ -45,8 +45,8 @@ def account_notice(user):
             "message_id": new_message_id("account-exists", f"{user.id}.{window}")}
 
 
-def test_mail(address):
-    """deliver_later()'s arguments for `flask send-test-mail`: the confirmation mail with a dummy link."""
+def sample_confirmation(address):
+    """deliver_later()'s arguments for `flask send-test-mail`: the confirmation mail, with a dummy link."""
     link = url_for("auth.confirm", token="this-is-a-test", _external=True)  # on SITE_URL
     return {"template": "email/confirm", "to": address, "subject": "Confirm your account",
             "context": {"email": address, "confirm_url": link}}
