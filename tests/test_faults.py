@@ -176,7 +176,7 @@ def test_smtp_550_is_not_retried_and_lands_in_failed_registry(app, client, smtp_
 
 
 def same_mail_again(app, job):
-    """Enqueue again, with the very arguments of an enqueued mail job (what the sweeper does); return the job id."""
+    """Enqueue again, with the very arguments of an enqueued mail job (what the sweeper does); return the RQ job."""
     from app.mail.delivery import enqueue
 
     with app.test_request_context():
@@ -188,7 +188,7 @@ def test_the_same_mail_enqueued_twice_is_one_job_on_the_queue(app, client):
     queue = mailers_queue(app)
     job = queue.jobs[0]
     again = same_mail_again(app, job)
-    assert again == job.id
+    assert again.id == job.id
     assert queue.connection.llen(queue.key) == 1  # rq 3.0 would push the same id twice otherwise
 
 

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from app.connections import get_queue, redis_client, wait_for_replica
 from app.extensions import db
 from app.mail.job import job_id_for, send_mail_job, sent_marker
-from app.mail.messages import build_message, has_line_break, new_message_id
+from app.mail.messages import ANNOUNCEMENT, ANNOUNCEMENT_BATCH_JOB, build_message, has_line_break, new_message_id
 from app.mail.transport import relay_connections
 from app.models import utcnow
 
@@ -139,27 +139,31 @@ def forget_rolled_back(session):
 
 # --8<-- [start:enqueue]
 def enqueue(template, to, subject, context, message_id, send_at=None):
-    """Put a committed mail's job on `mailers` (or scheduled until `send_at`) and return its id; never talks to SMTP."""
+    """Put a committed mail's job on `mailers` (or scheduled until `send_at`) and return the RQ job; never talks to SMTP."""
     config, queue = current_app.config, get_queue("mailers")
     intervals = config["MAIL_RETRY_INTERVALS"]  # a transient failure (or a killed worker) is retried after these
+    function, kwargs = send_mail_job, {"template": template, "to": to, "subject": subject, "context": context,
+                                       "message_id": message_id}
+    if template == ANNOUNCEMENT:  # one batch of an announcement: its job, its recipients in the context
+        function, kwargs = ANNOUNCEMENT_BATCH_JOB, {**context, "subject": subject, "message_id": message_id}
     job = {
-        "kwargs": {"template": template, "to": to, "subject": subject, "context": context, "message_id": message_id},
+        "kwargs": kwargs,
         "job_id": job_id_for(message_id),
         "unique": True,  # the same mail enqueued again raises DuplicateJobError: the job is there already
         "description": f"mail {template} to {to}",
-        "job_timeout": config["MAIL_JOB_TIMEOUT"],
+        "job_timeout": config["ANNOUNCE_JOB_TIMEOUT" if template == ANNOUNCEMENT else "MAIL_JOB_TIMEOUT"],
         "failure_ttl": config["MAIL_FAILURE_TTL"],
         "retry": Retry(max=len(intervals), interval=intervals) if intervals else None,
     }
     try:
         if send_at is not None and send_at > utcnow():
-            queue.enqueue_at(send_at, send_mail_job, **job)  # RQ's scheduler moves it to the queue when due
+            enqueued = queue.enqueue_at(send_at, function, **job)  # RQ's scheduler moves it to the queue when due
         else:
-            queue.enqueue(send_mail_job, **job)  # stored as "app.mail.job.send_mail_job"; the worker imports it
+            enqueued = queue.enqueue(function, **job)  # stored as "app.mail.job.send_mail_job"; the worker imports it
     except DuplicateJobError:
-        return job["job_id"]
+        return queue.fetch_job(job["job_id"])
     wait_for_replica()  # a failover right after this cannot lose the job (app.connections)
-    return job["job_id"]
+    return enqueued
 # --8<-- [end:enqueue]
 
 

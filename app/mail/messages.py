@@ -13,7 +13,9 @@ from app.connections import redis_client
 # At most one "you already have an account" mail per address in this many seconds,
 # so a double submit (or someone probing addresses) cannot flood an inbox.
 NOTICE_WINDOW = 15 * 60
+# An announcement's outbox row stands for one batch job of it (app.mail.announcements), not for one mail.
 ANNOUNCEMENT = "email/announcement"
+ANNOUNCEMENT_BATCH_JOB = "app.mail.announcements.send_announcement_batch"
 
 
 def has_line_break(*values):
