@@ -139,3 +139,28 @@ def test_a_new_and_an_existing_address_get_the_same_answer_while_the_queue_redis
     assert outbox_count(app) == 2  # both mails wait in the outbox for the sweeper
     if outage == "full":
         assert redis.Redis(port=queue_redis.port).llen("rq:queue:mailers") == 0  # nothing got in
+
+
+def test_an_announcement_made_while_the_queue_redis_is_stopped_reaches_everyone_once_it_is_back(
+    make_app, redis_url, queue_redis, smtp_server, run_worker
+):
+    app = make_app(redis_url, RQ_REDIS_URL=queue_redis.url, ANNOUNCE_BATCH_SIZE=2)
+    runner, env = app.test_cli_runner(), process_env(app)
+    for n in range(5):
+        add_user(app, f"user{n}@example.com")
+    queue_redis.stop()
+    made = runner.invoke(args=["announce", "--subject", "News", "--body", "Hello"])
+    assert made.exit_code == 0 and "5 recipient(s) in 3 batch job(s)" in made.output, made.output
+    assert outbox_count(app) == 3  # one row per batch
+
+    queue_redis.start()
+    make_all_due(app)
+    swept = runner.invoke(args=["outbox", "sweep"])
+    assert "3 requeued" in swept.output, swept.output
+    assert run_worker(env=env).returncode == 0
+    received = smtp_server.wait_for_messages(5)
+    assert sorted(message["To"] for message in received) == [f"user{n}@example.com" for n in range(5)]
+    make_all_due(app)
+    swept = runner.invoke(args=["outbox", "sweep"])
+    assert "3 sent, 0 pending, 0 requeued" in swept.output and outbox_count(app) == 0, swept.output
+    assert run_worker(env=env).returncode == 0 and len(smtp_server.messages) == 5
