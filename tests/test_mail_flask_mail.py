@@ -5,10 +5,15 @@ jobs it queued in this process, where Flask-Mail's recorder listens, and checks 
 Flask-Mail recorded is what the real SMTP server received.
 """
 
+import email
+from email import policy
+
 import pytest
 from flask_mail import email_dispatched
 
 from app.extensions import db, mail
+from app.mail.announcements import PreparedCopy, SharedCopies
+from app.mail.messages import ANNOUNCEMENT, build_message
 from app.mail.transport import relay_connections
 from app.models import User, utcnow
 from tests.support import csrf_token, login, mailers_queue, signup
@@ -70,3 +75,21 @@ def test_every_kind_of_mail_is_sent_by_flask_mail(kind, app, smtp_server):
     received = smtp_server.wait_for_messages(len(recipients))
     assert sorted(message["Message-ID"] for message in received) == sorted(dispatched)
     assert sorted(message.msgId for message in outbox) == sorted(dispatched)
+
+
+@pytest.mark.parametrize("address", ["second@example.com", "second@bücher.example", "Zoë <zoe@example.com>"])
+def test_an_announcement_copy_is_the_mail_flask_mail_writes_for_its_recipient(app, address):
+    subject = "News – " + "確認メールです。" * 6  # non-ASCII and long: folded into encoded words
+    context = {"body": "Line one.\nLine two."}
+    with app.test_request_context():
+        first = build_message(ANNOUNCEMENT, "first@example.com", subject, context, "<a.1@example.com>", PreparedCopy)
+        shared = SharedCopies(first).copy_for(address, "<a.2@example.com>")
+        alone = build_message(ANNOUNCEMENT, address, subject, context, "<a.2@example.com>")
+        copy, stock = (email.message_from_bytes(message.as_bytes(), policy=policy.default) for message in (shared, alone))
+    assert shared.recipients == [address] and shared.msgId == "<a.2@example.com>"
+    assert sorted(copy.keys()) == sorted(stock.keys())
+    for name in stock.keys():
+        if name not in ("Date", "Content-Type"):  # the time of writing; the random boundary
+            assert copy[name] == stock[name], name
+    for kind in ("plain", "html"):
+        assert copy.get_body((kind,)).get_content() == stock.get_body((kind,)).get_content()

@@ -68,9 +68,9 @@ def claim_notice(user):
 
 
 # --8<-- [start:build_message]
-def build_message(template, to, subject, context, message_id):
+def build_message(template, to, subject, context, message_id, message_class=Message):
     """Render `<template>.txt` and `<template>.html` into a Flask-Mail Message with the given Message-ID."""
-    message = Message(
+    message = message_class(
         subject=current_app.config["MAIL_SUBJECT_PREFIX"] + subject,
         recipients=[to],
         body=render_template(f"{template}.txt", **context),
