@@ -59,9 +59,10 @@ def configured_app(config_name=None, overrides=None, web=True):
 
 def register_job_extensions(app, roles=None):
     """Bind what the jobs need, in the web app and the worker alike: Redis clients, db, mail."""
-    from app import models, outbox  # noqa: F401  (registers the models with SQLAlchemy)
+    from app import models  # noqa: F401  (registers the models with SQLAlchemy)
     from app.connections import ROLE_URL_SETTINGS, init_redis
     from app.extensions import db, mail
+    from app.mail import delivery  # noqa: F401  (the outbox model, and the enqueue after each commit)
     from app.sqlite import init_sqlite
 
     init_redis(app, roles or ROLE_URL_SETTINGS)  # one client per role (app.connections)

@@ -9,8 +9,9 @@ import zlib
 from urllib.parse import urlsplit
 
 import click
-from flask import current_app, url_for
+from flask import current_app
 from flask.cli import with_appcontext
+from redis.exceptions import RedisError
 from rq import Worker
 
 from app.connections import ROLE_KEY_PREFIXES, ROLE_URL_SETTINGS, describe_server, get_queue, redis_client, sentinel_of
@@ -235,8 +236,8 @@ def redis_peek(role, limit):
 @with_appcontext
 def announce_command(subject, body):
     """Mail an announcement to every confirmed user, in batched jobs on `mailers`."""
-    from app.announcements import announce
-    from app.delivery import has_line_break
+    from app.mail.announcements import announce
+    from app.mail.messages import has_line_break
 
     if has_line_break(subject):
         raise click.BadParameter("line breaks are not allowed", param_hint="--subject")
@@ -248,21 +249,26 @@ def announce_command(subject, body):
 @click.argument("address")
 @with_appcontext
 def send_test_mail(address):
-    """Queue the confirmation mail, with a dummy link, for ADDRESS (like deliver_later in a view)."""
-    from app.delivery import deliver_later, has_line_break
+    """Send the confirmation mail, with a dummy link, to ADDRESS: deliver_later() and a commit, as in a view."""
+    from app.extensions import db
+    from app.mail.delivery import deliver_later
+    from app.mail.messages import has_line_break, sample_confirmation
 
     if has_line_break(address) or "@" not in address:
         raise click.BadParameter("an email address, on one line", param_hint="ADDRESS")
     with current_app.test_request_context():
-        link = url_for("auth.confirm", token="this-is-a-test", _external=True)  # on SITE_URL
-        job = deliver_later("email/confirm", address, "Confirm your account", {"email": address, "confirm_url": link})
-    click.echo(f"queued job {job.id} on '{job.origin}' ({get_queue('mailers').count} waiting)")
+        mail = deliver_later(**sample_confirmation(address))
+        db.session.commit()  # the outbox row is committed; the job is enqueued right after
+    try:
+        click.echo(f"queued job {mail.job_id} on 'mailers' ({get_queue('mailers').count} waiting)")
+    except RedisError:
+        click.echo(f"job {mail.job_id} not queued yet (the jobs Redis is not answering): the outbox sweeper queues it")
 
 
 # --8<-- [start:outbox]
 @click.group("outbox")
 def outbox_command():
-    """The mail outbox (app/outbox.py): mails committed with their data, until they are sent."""
+    """The mail outbox (app/mail/delivery.py): mails committed with their data, until they are sent."""
 
 
 @outbox_command.command("sweep")
@@ -270,7 +276,7 @@ def outbox_command():
 @with_appcontext
 def outbox_sweep(forever):
     """Enqueue again the outbox mails whose job Redis lost; clear those that were sent."""
-    from app.outbox import sweep, sweep_forever
+    from app.mail.delivery import sweep, sweep_forever
 
     if forever:
         config = current_app.config

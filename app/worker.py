@@ -173,7 +173,7 @@ class MailWorker(BaseWorker):
         for _, _, thread in list(self.running.values()):
             thread.join()
         with flask_app.app_context():
-            from app.smtp import relay_connections
+            from app.mail.transport import relay_connections
 
             relay_connections().close_all()
         super().teardown()

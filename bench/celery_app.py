@@ -44,8 +44,8 @@ def flask_app():
 
 @celery.task(name="send_mail")
 def send_mail(**kwargs):
-    """The very function RQ runs (app.delivery.send_mail_job), inside an app context."""
-    from app.delivery import send_mail_job
+    """The very function RQ runs (app.mail.job.send_mail_job), inside an app context."""
+    from app.mail.job import send_mail_job
 
     with flask_app().app_context():
         return send_mail_job(**kwargs)

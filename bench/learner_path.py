@@ -1,50 +1,99 @@
 #!/usr/bin/env python3
-"""Count the learner's path: the definitions a signup's confirmation mail runs through, view to Flask-Mail.
+"""Measure the learner's path: the lines of app/ that one signup and its mail job execute, by file.
 
     python3 bench/learner_path.py
 
-The path is signup view -> create_account -> the app's mails (app/auth/emails.py) -> the
-outbox -> deliver_later -> the job -> Flask-Mail, on the mail's way when it is sent (the
-failure classification it runs through included). Not on it: the worker process
-(app.worker.MailWorker runs jobs the way `rq worker` does in microblog), the Procfile line
-that starts it, and the connection helpers called by one name (get_queue, redis_client,
-relay_connections, wait_for_replica). Lines are non-blank source lines, decorators included.
+Starts a redis-server and an SMTP sink of its own (bench.harness.Stack), builds the web app and
+the worker app (app.worker, as `rq worker -c app.worker` does), then records with coverage.py
+every line of app/ that runs during one POST /auth/signup and the worker's run of the mail job
+it queued (app.worker.MailWorker in burst mode with the Procfile's serializer, in this process,
+its threads traced too).
+Building the apps and the GET of the form before the POST are not counted; everything after
+is, the worker's own loop included, so nothing on the mail's way can be left out. Python files
+only: the two templates of the mail are read as well, but coverage.py cannot count them.
 """
 
-import ast
+import os
+import re
+import sys
+import tempfile
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PATH = {
-    "app/auth/routes.py": ["signup", "create_account"],
-    "app/auth/emails.py": ["confirmation_mail"],
-    "app/outbox.py": ["stage_mail", "deliver_staged"],
-    "app/delivery.py": ["deliver_later", "refuse_header_injection", "has_line_break", "new_message_id", "job_id_for",
-                        "build_message", "send_mail_job", "retried_unless_permanent", "is_permanent", "describe",
-                        "mark_sent", "sent_marker"],
-    "app/worker.py": ["AppContextJob"],
-}
+sys.path.insert(0, str(ROOT))
 
 
-def definition_lines(source, name):
-    """The non-blank lines of the top-level function or class `name` in `source`, decorators included."""
-    tree = ast.parse(source)
-    node = next(node for node in tree.body
-                if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name)
-    first = min([decorator.lineno for decorator in node.decorator_list] + [node.lineno])
-    return [line for line in source.splitlines()[first - 1:node.end_lineno] if line.strip()]
+def environment(stack, workdir):
+    """The settings both apps read: testing config on the stack's Redis, sink and a new database."""
+    return {
+        "FLASK_CONFIG": "testing",
+        **{
+            key: stack.redis_url
+            for key in ("REDIS_URL", "RQ_REDIS_URL", "CACHE_REDIS_URL", "SESSION_REDIS_URL", "RATELIMIT_STORAGE_URI")
+        },
+        "TEST_DATABASE_URL": f"sqlite:///{workdir / 'learner.sqlite'}",
+        "MAIL_SERVER": "127.0.0.1",
+        "MAIL_PORT": str(stack.smtp_port),
+    }
+
+
+def measure(stack, workdir):
+    """Run one signup and its job under coverage.py; return {file: executed line count}."""
+    import coverage
+    from rq.serializers import JSONSerializer
+
+    os.environ.update(environment(stack, workdir))
+    from flask_migrate import upgrade
+
+    from app import create_app
+
+    app = create_app("testing")
+    with app.app_context():
+        upgrade()
+    import app.worker as worker_module  # builds the worker's app, as `rq worker -c app.worker` does
+
+    client = app.test_client()
+    token = re.search(
+        r'name="csrf_token" type="hidden" value="([^"]+)"', client.get("/auth/signup").get_data(as_text=True)
+    )[1]
+    form = {
+        "csrf_token": token,
+        "email": "ada@example.com",
+        "password": "correct horse battery",
+        "password2": "correct horse battery",
+    }
+    cov = coverage.Coverage(data_file=None, source=[str(ROOT / "app")], branch=False)
+    cov.start()
+    response = client.post("/auth/signup", data=form)
+    worker_module.MailWorker(["mailers"], serializer=JSONSerializer).work(burst=True)  # the Procfile's -S json
+    cov.stop()
+    if response.status_code != 302:
+        raise RuntimeError(f"signup answered {response.status_code}")
+    stack.wait_delivered(1, timeout=30)
+    data = cov.get_data()
+    counts = Counter()
+    for filename in data.measured_files():
+        lines = data.lines(filename) or []
+        if lines and filename.endswith(".py"):  # Jinja's templates show up too, with made-up line numbers
+            counts[str(Path(filename).resolve().relative_to(ROOT))] = len(lines)
+    return counts
 
 
 def main():
-    """Print each definition's line count, then the files and the total."""
-    total = 0
-    for path, names in PATH.items():
-        source = (ROOT / path).read_text()
-        for name in names:
-            count = len(definition_lines(source, name))
-            total += count
-            print(f"{count:4d}  {path}:{name}")
-    print(f"{len(PATH)} files, {total} lines")
+    """Print the executed lines per file, then the number of files and the total."""
+    from bench.harness import Stack
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        stack = Stack(workdir / "stack")
+        try:
+            counts = measure(stack, workdir)
+        finally:
+            stack.stop()
+    for path, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        print(f"{count:4d}  {path}")
+    print(f"{len(counts)} files, {sum(counts.values())} lines of app/ executed")
 
 
 if __name__ == "__main__":

@@ -76,12 +76,14 @@ def mail_kwargs(n, tag):
 
 
 def enqueue_rq(app, tag, count):
-    """Queue `count` confirmation mails through deliver_later(), as the signup view does."""
-    from app.delivery import deliver_later
+    """Queue `count` confirmation mails through deliver_later(), as the signup view does (one commit for all)."""
+    from app.extensions import db
+    from app.mail.delivery import deliver_later
 
     with app.test_request_context():
         for n in range(count):
             deliver_later(**mail_kwargs(n, tag))
+        db.session.commit()  # the jobs are enqueued after it
 
 
 class CelerySide:
@@ -259,8 +261,8 @@ def sink_max_rate(stack, count):
 
 def bench_bulk(stack, users, workers=2):
     """2. An announcement to `users` confirmed users vs the sink's own ceiling (the sink may have a delay)."""
-    from app.announcements import announce
     from app.extensions import db
+    from app.mail.announcements import announce
     from app.models import User, utcnow
 
     app = make_app(stack)
@@ -284,7 +286,8 @@ def bench_bulk(stack, users, workers=2):
 
 def bench_latency(stack, count):
     """3. Enqueue -> accepted by SMTP, one mail at a time, with one idle worker."""
-    from app.delivery import deliver_later
+    from app.extensions import db
+    from app.mail.delivery import deliver_later
 
     app = make_app(stack)
     processes = stack.rq_workers(1)
@@ -295,6 +298,7 @@ def bench_latency(stack, count):
             before = stack.delivered()
             enqueued = time.time()
             deliver_later(**mail_kwargs(n, "lat"))
+            db.session.commit()  # enqueued after the commit, as in the signup view
             stack.wait_delivered(before + 1, poll=0.0005)
             latencies.append((stack.accept_times()[before] - enqueued) * 1000)
             time.sleep(0.02)  # idle again

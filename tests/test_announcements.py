@@ -117,7 +117,7 @@ def test_dev_announce_form_needs_csrf_and_enqueues(app, dev_app, users):
 
 
 def test_announce_refuses_a_subject_that_would_add_headers(app, users):
-    from app.announcements import announce
+    from app.mail.announcements import announce
 
     with app.app_context(), pytest.raises(ValueError, match="line breaks"):
         announce("News\r\nBcc: victim@evil.example", "Hello")

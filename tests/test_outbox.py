@@ -18,10 +18,10 @@ import redis
 from rq.registry import StartedJobRegistry
 
 from app.auth.routes import create_account
-from app.delivery import SENT_MARKER_PREFIX, job_id_for
 from app.extensions import db
+from app.mail.delivery import OutboxMail, claim, deliver_later, sweep
+from app.mail.job import SENT_MARKER_PREFIX, job_id_for
 from app.models import User, utcnow
-from app.outbox import OutboxMail, claim, stage_mail, sweep
 from tests.conftest import process_env
 from tests.support import (
     Browser,
@@ -76,7 +76,7 @@ def test_a_rolled_back_transaction_leaves_no_mail(app):
         user = User(email="ada@example.com", password_hash="x")
         db.session.add(user)
         db.session.flush()
-        stage_mail("email/confirm", "ada@example.com", "Confirm your account", {"email": "ada@example.com", "confirm_url": "x"})
+        deliver_later("email/confirm", "ada@example.com", "Confirm your account", {"email": "ada@example.com", "confirm_url": "x"})
         db.session.rollback()
         assert count(User) == 0 and count(OutboxMail) == 0
 
@@ -93,7 +93,7 @@ def test_a_signup_that_loses_the_race_stages_no_second_mail(app, client):
 
 def test_staging_refuses_header_injection(app):
     with app.test_request_context(), pytest.raises(ValueError):
-        stage_mail("email/confirm", "ada@example.com", "Hi\r\nBcc: eve@example.com", {})
+        deliver_later("email/confirm", "ada@example.com", "Hi\r\nBcc: eve@example.com", {})
 
 
 def test_sweeper_leaves_a_row_alone_during_its_grace_period(app, client):

@@ -108,7 +108,7 @@ def test_logout_needs_a_csrf_token(app, client):
 
 @pytest.mark.parametrize("field", ["to", "subject"])
 def test_header_injection_is_refused_before_anything_is_enqueued(app, field):
-    from app.delivery import deliver_later
+    from app.mail.delivery import deliver_later
 
     values = {"to": "ada@example.com", "subject": "Hello"}
     values[field] += "\r\nBcc: victim@example.com"

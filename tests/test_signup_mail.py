@@ -20,7 +20,7 @@ def test_signup_enqueues_and_worker_delivers_a_working_link(app, client, smtp_se
     queue = mailers_queue(app)
     assert queue.count == 1
     job = queue.jobs[0]
-    assert job.func_name == "app.delivery.send_mail_job"
+    assert job.func_name == "app.mail.job.send_mail_job"
     assert job.kwargs["to"] == "ada@example.com"
     raw = redis.Redis.from_url(app.config["RQ_REDIS_URL"]).hget(f"rq:job:{job.id}", "data")
     json.loads(__import__("zlib").decompress(raw))  # stored as JSON, not pickle

@@ -8,8 +8,8 @@ import subprocess
 import pytest
 from aiosmtpd.controller import Controller
 
-from app.delivery import deliver_now
-from app.smtp import relay_connections
+from app.mail.delivery import deliver_now
+from app.mail.transport import relay_connections
 from tests.support import ScriptedMaildirHandler, free_port, wait_for
 
 

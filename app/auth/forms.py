@@ -5,7 +5,7 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SubmitField
 from wtforms.validators import DataRequired, Email, EqualTo, Length, ValidationError
 
-from app.delivery import has_line_break
+from app.mail.messages import has_line_break
 
 
 def no_line_breaks(form, field):

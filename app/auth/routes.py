@@ -6,19 +6,18 @@ from urllib.parse import urlsplit
 
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
-from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.auth import bp
-from app.auth.emails import claim_notice, confirmation_mail, notify_existing_account, send_confirmation
 from app.auth.forms import LoginForm, LogoutForm, ResendForm, SignupForm, normalize_email
-from app.auth.tokens import TokenExpired, TokenInvalid, read_confirm_token
+from app.auth.tokens import TokenExpired, TokenInvalid, make_confirm_token, read_confirm_token
 from app.extensions import db
+from app.mail.delivery import deliver_later
+from app.mail.messages import account_notice, claim_notice, confirmation_mail
 from app.main.routes import forget_home_page
 from app.models import User, utcnow
-from app.outbox import deliver_staged, stage_mail
 from app.web_extensions import limiter
 
 
@@ -62,7 +61,7 @@ def spend_password_hash(password):
 @bp.route("/signup", methods=["GET", "POST"])
 @limiter.limit(signup_rate_limit, methods=["POST"])
 def signup():
-    """Create an account and enqueue its confirmation mail; never tell whether the address exists."""
+    """Create an account and send its confirmation mail; never tell whether the address exists (nor whether Redis is up)."""
     form = SignupForm()
     if not form.validate_on_submit():
         return render_template("auth/signup.html", form=form), 400 if request.method == "POST" else 200
@@ -80,23 +79,30 @@ def signup():
 
 
 def create_account(email, password):
-    """Commit a new user with its confirmation mail, then enqueue it; return the existing user on a race."""
+    """Commit a new user with its confirmation mail (enqueued after the commit); return the existing user on a race."""
     user = User(email=email)
     user.set_password(password)
     db.session.add(user)
     try:
         db.session.flush()  # gives the user its id, which the signed link carries
-        mail = stage_mail(**confirmation_mail(user))  # the user and its outbox row: both or neither
+        deliver_later(**confirmation_mail(user, make_confirm_token(user)))  # the user and its mail: both or neither
         db.session.commit()
     except IntegrityError:  # two submits of the same address at once: the other one created it
         db.session.rollback()
         return db.session.scalar(select(User).filter_by(email=email))
-    try:
-        deliver_staged(mail)  # after the commit, so the worker never looks for a user not there
-        claim_notice(user)  # the signup counts as this window's notice: a second submit sends nothing
-    except RedisError as exc:  # the outbox sweeper enqueues it later; the visitor still sees "check your inbox"
-        current_app.logger.warning("confirmation for user %s left to the outbox sweeper: %s", user.id, exc)
+    claim_notice(user)  # the signup counts as this window's notice: a second submit sends nothing
     return None
+
+
+def notify_existing_account(user):
+    """Tell an address that already has an account so, at most once per window, with the same durability."""
+    if not claim_notice(user):
+        return
+    deliver_later(**account_notice(user))
+    try:
+        db.session.commit()
+    except IntegrityError:  # the same window's notice, staged at the same moment by another submit
+        db.session.rollback()
 
 # --8<-- [end:signup]
 
@@ -194,7 +200,8 @@ def resend():
     if current_user.confirmed:
         return redirect(url_for("main.index"))
     if ResendForm().validate_on_submit():
-        send_confirmation(current_user)
+        deliver_later(**confirmation_mail(current_user, make_confirm_token(current_user)))
+        db.session.commit()
         flash("A new confirmation mail is on its way.", "info")
     return redirect(url_for("auth.unconfirmed"))
 

@@ -3,12 +3,12 @@
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 
 from app.connections import ROLE_URL_SETTINGS
-from app.delivery import build_message
 from app.dev import bp
 from app.dev.dashboard import DASHBOARD_PREFIX
 from app.dev.forms import AnnouncementForm
 from app.dev.inbox import list_messages, read_message
 from app.dev.previews import PREVIEWS
+from app.mail.messages import build_message
 from app.redis_info import role_problems, role_status
 
 
@@ -51,7 +51,7 @@ def previews():
 @bp.route("/announce", methods=["GET", "POST"])
 def announce():
     """Send an announcement to every confirmed user (batched jobs on `mailers`)."""
-    from app.announcements import announce as enqueue_announcement
+    from app.mail.announcements import announce as enqueue_announcement
 
     form = AnnouncementForm()
     if form.validate_on_submit():

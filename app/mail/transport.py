@@ -1,11 +1,16 @@
-"""SMTP connections to the relay: verified TLS, RFC 5321 timeouts, a few kept open and shared."""
+"""How a mail travels: SMTP connections to the relay (verified TLS, RFC 5321 timeouts), a few kept open, all Flask-Mail's.
+
+Every mail goes out through Flask-Mail's Connection.send(), so Flask-Mail's email_dispatched
+signal fires for it and mail.record_messages() sees it. The one thing changed is how a
+Connection opens its SMTP session (configure_host, which Connection.__enter__ calls).
+"""
 
 import queue
 import smtplib
 import ssl
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from flask import current_app
 from flask_mail import Connection
@@ -39,15 +44,15 @@ def tls_context(config):
     return ssl.create_default_context(cafile=config["MAIL_CA_FILE"] or None)
 
 
-class MailConnection(Connection):
-    """Flask-Mail's SMTP connection, with verified TLS, a fixed EHLO name and RFC timeouts.
+class RelayConnection(Connection):
+    """Flask-Mail's Connection, its SMTP session opened with verified TLS, a fixed EHLO name and RFC timeouts.
 
     Without a context, smtplib's starttls() and SMTP_SSL accept any certificate; without
     local_hostname, it looks up this host's FQDN on every new connection.
     """
 
     def configure_host(self):
-        """Open the SMTP connection the way Flask-Mail does, with those settings."""
+        """Open the SMTP session the way Flask-Mail does, with those settings."""
         config = current_app.config
         options = {"local_hostname": config["MAIL_LOCAL_HOSTNAME"], "timeout": config["MAIL_TIMEOUT"]}
         if self.mail.use_ssl:
@@ -61,9 +66,35 @@ class MailConnection(Connection):
             if self.mail.username and self.mail.password:
                 host.login(self.mail.username, self.mail.password)
         except BaseException:
-            host.close()  # not lent out yet, so the pool cannot close it
+            host.close()  # Connection.__enter__ has not returned: nobody else would close it
             raise
         return host
+
+
+class PooledConnection:
+    """A RelayConnection entered as its `with` block would enter it, kept open until close()."""
+
+    def __init__(self):
+        """Enter a new connection (no SMTP session when MAIL_SUPPRESS_SEND is on, as in Flask-Mail)."""
+        self.stack = ExitStack()
+        self.connection = self.stack.enter_context(RelayConnection(current_app.extensions["mail"]))
+        self.used_at = time.monotonic()
+
+    def answers(self):
+        """True if the server still answers NOOP (or there is no server: sending is suppressed)."""
+        if self.connection.host is None:
+            return True
+        try:
+            return self.connection.host.noop()[0] == 250
+        except (smtplib.SMTPException, OSError):
+            return False
+
+    def close(self):
+        """Leave the `with` block: Flask-Mail says QUIT; a server that is already gone is only closed."""
+        try:
+            self.stack.close()
+        except (smtplib.SMTPException, OSError):
+            self.connection.host.close()
 
 
 class ConnectionPool:
@@ -80,65 +111,43 @@ class ConnectionPool:
     def __init__(self, size):
         """Start with no connection open; they are opened as senders need them."""
         self.slots = threading.BoundedSemaphore(size)
-        self.idle = queue.LifoQueue()  # (connection, last used), most recently used first
+        self.idle = queue.LifoQueue()  # most recently used first
 
     @contextmanager
     def connection(self):
-        """Lend an open connection for one send (or several), and take it back afterwards."""
+        """Lend an open Flask-Mail Connection for one send (or several), and take it back afterwards."""
         self.slots.acquire()
-        connection = None
+        kept = None
         try:
-            connection = self._take()
-            yield connection
-            self.idle.put((connection, time.monotonic()))
+            kept = self.take()
+            yield kept.connection
+            kept.used_at = time.monotonic()
+            self.idle.put(kept)
         except BaseException:
-            close(connection)
+            if kept is not None:
+                kept.close()
             raise
         finally:
             self.slots.release()
 
-    def _take(self):
-        """An idle connection that still answers, or a new one (with no host when MAIL_SUPPRESS_SEND is on)."""
+    def take(self):
+        """An idle connection that still answers, or a new one."""
         while True:
             try:
-                connection, used_at = self.idle.get_nowait()
+                kept = self.idle.get_nowait()
             except queue.Empty:
-                connection = MailConnection(current_app.extensions["mail"])
-                # As Flask-Mail's own Connection does: a suppressed send talks to no server.
-                connection.host = None if connection.mail.suppress else connection.configure_host()
-                return connection
-            if time.monotonic() - used_at < self.IDLE_CHECK or answers(connection):
-                return connection
-            close(connection)
+                return PooledConnection()
+            if time.monotonic() - kept.used_at < self.IDLE_CHECK or kept.answers():
+                return kept
+            kept.close()
 
     def close_all(self):
         """Say goodbye to the relay on every idle connection (at worker exit)."""
         while True:
             try:
-                connection, _ = self.idle.get_nowait()
+                self.idle.get_nowait().close()
             except queue.Empty:
                 return
-            close(connection)
-
-
-def answers(connection):
-    """True if the server still answers NOOP on this connection (or there is none: sending is suppressed)."""
-    if connection.host is None:
-        return True
-    try:
-        return connection.host.noop()[0] == 250
-    except (smtplib.SMTPException, OSError):
-        return False
-
-
-def close(connection):
-    """QUIT (or just close) a connection, ignoring a server that is already gone."""
-    if connection is None or connection.host is None:
-        return
-    try:
-        connection.host.quit()
-    except (smtplib.SMTPException, OSError):
-        connection.host.close()
 
 
 _pool_lock = threading.Lock()
@@ -151,3 +160,4 @@ def relay_connections():
         if "smtp_pool" not in app.extensions:
             app.extensions["smtp_pool"] = ConnectionPool(app.config["MAIL_MAX_CONNECTIONS"])
         return app.extensions["smtp_pool"]
+
