@@ -1,6 +1,7 @@
 """Configuration classes, chosen by name (FLASK_CONFIG), with values from the environment."""
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from environs import Env
 
@@ -36,7 +37,10 @@ class Config:
     CACHE_REDIS_URL = env.str("CACHE_REDIS_URL", REDIS_URL)
     SESSION_REDIS_URL = env.str("SESSION_REDIS_URL", REDIS_URL)
     RQ_REDIS_URL = env.str("RQ_REDIS_URL", REDIS_URL)
-    RATELIMIT_STORAGE_URI = env.str("RATELIMIT_STORAGE_URI", REDIS_URL)
+    # Rate-limit counters (one per client and per address tried, each with a TTL) unset: on the
+    # sessions server, whose keys may be evicted; on the queue's `noeviction` server a flood of
+    # logins would fill it until it refuses mail jobs.
+    RATELIMIT_STORAGE_URI = env.str("RATELIMIT_STORAGE_URI", None)
     # --8<-- [end:redis_roles]
 
     # --8<-- [start:sentinel]
@@ -49,7 +53,7 @@ class Config:
     # --8<-- [end:sentinel]
 
     # --8<-- [start:cache]
-    # Cache: the seed's `expires_in: 90.minutes`, under the `cache:` prefix, stored as JSON.
+    # Cache: the Rails tutorial's `expires_in: 90.minutes`, under the `cache:` prefix, stored as JSON.
     # RedisCache on the app's own `cache` client (plain or Sentinel, see app/connections.py).
     CACHE_TYPE = "app.connections.RoleRedisCache"
     CACHE_KEY_PREFIX = "cache:"
@@ -74,7 +78,7 @@ class Config:
     # --8<-- [end:sessions]
 
     # --8<-- [start:jobs]
-    # Jobs: one queue, `mailers` (the seed's sidekiq.yml also names `default`, which nothing
+    # Jobs: one queue, `mailers` (the Rails tutorial's sidekiq.yml also names `default`, which nothing
     # here uses). From one queue RQ takes a job with BLMOVE into a list it recovers from; from
     # two or more it uses BLPOP, and a job taken as the worker dies is then in no list at all.
     RQ_QUEUES = ["mailers"]
@@ -140,6 +144,9 @@ class Config:
     TRUST_ONLY_SITE_HOST = False
     # Proxies in front of the app that set X-Forwarded-For/-Proto/-Host (0: none, trust nothing).
     PROXY_COUNT = env.int("PROXY_COUNT", 0)
+    # The addresses those proxies connect from (gunicorn's own setting of the same name): a request
+    # from any other peer keeps its own address, whatever X-Forwarded-For it brings. "*": any peer.
+    FORWARDED_ALLOW_IPS = env.list("FORWARDED_ALLOW_IPS", ["127.0.0.1", "::1"])
     # Login attempts: per client address, and per account address whoever tries it.
     LOGIN_RATE_LIMIT = env.str("LOGIN_RATE_LIMIT", "10 per minute")
     LOGIN_ADDRESS_RATE_LIMIT = env.str("LOGIN_ADDRESS_RATE_LIMIT", "5 per minute;20 per hour")
@@ -157,6 +164,11 @@ class Config:
     @classmethod
     def check(cls):
         """Refuse settings that are unsafe for this environment (nothing to check by default)."""
+
+    @classmethod
+    def deployment_warnings(cls, settings):
+        """What the final settings break of the deployment rules (docs/deploying.md); none outside production."""
+        return []
 
 
 class DevelopmentConfig(Config):
@@ -206,7 +218,39 @@ class ProductionConfig(Config):
                 "ProductionConfig needs SITE_URL, the site's public https:// address "
                 "(e.g. SITE_URL=https://mailer.example.com): the links in mails are built from it"
             )
+
+    @classmethod
+    def deployment_warnings(cls, settings):
+        """The deployment rules these final settings visibly break, one line each (logged at start-up)."""
+        warnings = []
+        counters = settings["RATELIMIT_STORAGE_URI"] or settings["SESSION_REDIS_URL"]
+        if same_redis_server(counters, settings["RQ_REDIS_URL"]):
+            warnings.append(
+                "rate-limit counters are on the queue's Redis server (RATELIMIT_STORAGE_URI): a flood of logins "
+                "fills it until it refuses mail jobs; leave RATELIMIT_STORAGE_URI unset (the sessions server)"
+            )
+        if not settings["PROXY_COUNT"]:
+            warnings.append(
+                "PROXY_COUNT is 0: gunicorn faces clients itself and the rate limits count the address it sees; "
+                "put a buffering proxy (nginx) in front and set PROXY_COUNT=1 (docs/deploying.md)"
+            )
+        elif "*" in settings["FORWARDED_ALLOW_IPS"]:
+            warnings.append(
+                "FORWARDED_ALLOW_IPS is *: X-Forwarded-For is believed from any peer, so only the proxy may be "
+                "able to reach gunicorn (a platform router, or a private network)"
+            )
+        return warnings
 # --8<-- [end:production]
+
+
+def same_redis_server(url, other):
+    """True if two Redis URLs name one server: the same host and port, or the same Sentinels and service."""
+    if not url or not other:
+        return False
+    first, second = urlsplit(url), urlsplit(other)
+    if first.scheme.startswith("redis+sentinel"):
+        return (first.hostname, first.port, first.path.split("/")[1:2]) == (second.hostname, second.port, second.path.split("/")[1:2])
+    return (first.hostname, first.port or 6379) == (second.hostname, second.port or 6379)
 
 
 config_by_name = {

@@ -53,6 +53,8 @@ def configured_app(config_name=None, overrides=None):
     app.config["CONFIG_NAME"] = config_name
     app.config.update(overrides or {})
     apply_site_url(app)  # links in mails name SITE_URL, whatever Host a request claims
+    for warning in config_class.deployment_warnings(app.config):
+        app.logger.warning("deployment: %s", warning)
     os.makedirs(app.instance_path, exist_ok=True)
     return app
 
@@ -115,14 +117,16 @@ def register_page_cache(app):
 def trust_proxies(app):
     """Behind PROXY_COUNT proxies, take the client address and scheme from their X-Forwarded-* headers.
 
-    The rate limits then count real clients, not the proxy. X-Forwarded-Host may change
-    request.host, never a link in a mail (app.site_url), and TRUSTED_HOSTS still applies.
+    The rate limits then count real clients, not the proxy. Only a request whose peer is in
+    FORWARDED_ALLOW_IPS (the proxies' addresses) is believed: a client that reaches gunicorn
+    directly is counted by its own address. X-Forwarded-Host may change request.host, never
+    a link in a mail (app.site_url), and TRUSTED_HOSTS still applies.
     """
-    from werkzeug.middleware.proxy_fix import ProxyFix
+    from app.proxies import TrustedProxyFix
 
     count = app.config["PROXY_COUNT"]
     if count:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
+        app.wsgi_app = TrustedProxyFix(app.wsgi_app, count, app.config["FORWARDED_ALLOW_IPS"])
 
 
 def register_error_handlers(app):

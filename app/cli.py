@@ -13,7 +13,15 @@ from flask.cli import with_appcontext
 from rq import Worker
 
 from app.connections import ROLE_KEY_PREFIXES, ROLE_URL_SETTINGS, describe_server, get_queue, redis_client, sentinel_of
-from app.redis_info import role_problems, role_status, scan_keys, topology_problems
+from app.redis_info import (
+    limits_problems,
+    limits_status,
+    memory_problems,
+    role_problems,
+    role_status,
+    scan_keys,
+    topology_problems,
+)
 from app.unreachable import refused_roles, refuses, what_to_start
 
 
@@ -131,6 +139,7 @@ def doctor():
     failed |= bool(shared) and strict
     for problem in shared:
         click.echo(f"[{'FAIL' if strict else 'note':4}] topology {problem}")
+    failed |= check_limits_and_memory(statuses, strict)
     worker = (False, "not checked: the jobs Redis does not answer") if "jobs" in refused else check_worker()
     for name, (ok, text) in (("worker", worker), ("smtp", check_smtp()), *check_sentinels()):
         failed |= not ok
@@ -140,6 +149,18 @@ def doctor():
     for line in what_to_start(refused, refuses(config["MAIL_SERVER"], config["MAIL_PORT"])):
         click.echo(line)
     sys.exit(1 if failed else 0)
+
+
+def check_limits_and_memory(statuses, strict):
+    """Print where the rate-limit counters go and which servers lack a maxmemory; True if that fails production."""
+    limits = limits_status(current_app.config)
+    problems = [("limits", problem) for problem in limits_problems(limits, statuses.get("jobs", {}))]
+    problems += [("memory", problem) for problem in memory_problems(statuses)]
+    if limits is not None and not any(name == "limits" for name, _ in problems):
+        click.echo(f"[ok  ] limits   rate-limit counters on {limits['where']}, maxmemory-policy {limits['maxmemory_policy']}")
+    for name, problem in problems:
+        click.echo(f"[{'FAIL' if strict else 'note':4}] {name:8} {problem}")
+    return bool(problems) and strict
 
 
 def decode_value(raw):

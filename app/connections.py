@@ -189,7 +189,7 @@ def configure_limiter_storage(app):
     the rest as options. Flask-Limiter merges these options into its one module-level
     limiter, so every app sets the same keys: nothing of a previous app's lingers.
     """
-    url = app.config["RATELIMIT_STORAGE_URI"]
+    url = app.config["RATELIMIT_STORAGE_URI"] = app.config["RATELIMIT_STORAGE_URI"] or app.config["SESSION_REDIS_URL"]
     where = parse_sentinel_url(url)
     if where is not None:
         app.config["RATELIMIT_STORAGE_URI"] = where.for_limits()

@@ -55,7 +55,7 @@ def index():
     if page is None:
         page = render_home()
         try:
-            cache.set(key, page)  # CACHE_DEFAULT_TIMEOUT: 5400 s, the seed's 90 minutes
+            cache.set(key, page)  # CACHE_DEFAULT_TIMEOUT: 5400 s, the Rails tutorial's 90 minutes
         except RedisError as exc:
             current_app.logger.warning("cache unreachable, not storing: %s", exc)
     return page
