@@ -22,7 +22,7 @@ from app.redis_info import (
     scan_keys,
     topology_problems,
 )
-from app.unreachable import refused_roles, refuses, what_to_start
+from app.unreachable import refused_roles, refused_status, refuses, what_to_start
 
 
 def register_cli(app):
@@ -115,8 +115,7 @@ def doctor():
     failed = False
     refused = refused_roles()  # asked first, in a second: the role clients would retry each for seconds
     statuses = {
-        role: {"role": role, "where": describe_server(redis_client(role)), "ok": False,
-               "error": f"nothing answers at {refused[role]} (connection refused)"}
+        role: {**refused_status(role, refused[role]), "where": describe_server(redis_client(role))}
         if role in refused else role_status(role)
         for role in ROLE_URL_SETTINGS
     }
@@ -139,7 +138,7 @@ def doctor():
     failed |= bool(shared) and strict
     for problem in shared:
         click.echo(f"[{'FAIL' if strict else 'note':4}] topology {problem}")
-    failed |= check_limits_and_memory(statuses, strict)
+    failed |= check_limits_and_memory(statuses, strict, refused)
     worker = (False, "not checked: the jobs Redis does not answer") if "jobs" in refused else check_worker()
     for name, (ok, text) in (("worker", worker), ("smtp", check_smtp()), *check_sentinels()):
         failed |= not ok
@@ -151,9 +150,9 @@ def doctor():
     sys.exit(1 if failed else 0)
 
 
-def check_limits_and_memory(statuses, strict):
+def check_limits_and_memory(statuses, strict, refused):
     """Print where the rate-limit counters go and which servers lack a maxmemory; True if that fails production."""
-    limits = limits_status(current_app.config)
+    limits = refused_status("limits", refused["limits"]) if "limits" in refused else limits_status(current_app.config)
     problems = [("limits", problem) for problem in limits_problems(limits, statuses.get("jobs", {}))]
     problems += [("memory", problem) for problem in memory_problems(statuses)]
     if limits is not None and not any(name == "limits" for name, _ in problems):
