@@ -6,7 +6,6 @@ import smtplib
 import socket
 import sys
 import zlib
-from urllib.parse import urlsplit
 
 import click
 from flask import current_app
@@ -24,7 +23,7 @@ from app.redis_info import (
     scan_keys,
     topology_problems,
 )
-from app.unreachable import refused_roles, refuses, what_to_start
+from app.unreachable import refused_roles, refused_status, refuses, what_to_start
 
 
 def register_cli(app):
@@ -117,8 +116,7 @@ def doctor():
     failed = False
     refused = refused_roles()  # asked first, in a second: the role clients would retry each for seconds
     statuses = {
-        role: {"role": role, "where": describe_server(redis_client(role)), "ok": False,
-               "error": f"nothing answers at {refused[role]} (connection refused)"}
+        role: {**refused_status(role, refused[role]), "where": describe_server(redis_client(role))}
         if role in refused else role_status(role)
         for role in ROLE_URL_SETTINGS
     }
@@ -155,10 +153,7 @@ def doctor():
 
 def check_limits_and_memory(statuses, strict, refused):
     """Print where the rate-limit counters go and which servers lack a maxmemory; True if that fails production."""
-    url = current_app.config["RATELIMIT_REDIS_URL"]
-    if url is not None and urlsplit(url).netloc.rpartition("@")[2] in refused.values():
-        return False  # its server was found down above; asking again would wait out the client's retries
-    limits = limits_status(current_app.config)
+    limits = refused_status("limits", refused["limits"]) if "limits" in refused else limits_status(current_app.config)
     problems = [("limits", problem) for problem in limits_problems(limits, statuses.get("jobs", {}))]
     problems += [("memory", problem) for problem in memory_problems(statuses)]
     if limits is not None and not any(name == "limits" for name, _ in problems):

@@ -7,10 +7,14 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 from flask import current_app
 
-from app.connections import ROLE_URL_SETTINGS, parse_sentinel_url
-from config import BASE_DIR
+from app.connections import ROLE_URL_SETTINGS
+from config import BASE_DIR, parse_sentinel_url
 
 PROBE_TIMEOUT = 1.0  # seconds: a local server answers in microseconds, a remote one well within this
+# What `flask doctor` asks about: each role's Redis, and the one the rate-limit counters are on.
+PROBED_SETTINGS = {**ROLE_URL_SETTINGS, "limits": "RATELIMIT_STORAGE_URI"}
+# The counters' URL in the app's spelling (RATELIMIT_STORAGE_URI is in the limits library's).
+PROBED_URLS = {**ROLE_URL_SETTINGS, "limits": "RATELIMIT_REDIS_URL"}
 
 
 def refuses(host, port):
@@ -23,15 +27,15 @@ def refuses(host, port):
 
 
 def refused_roles():
-    """{role: "host:port"} for each role whose plain Redis URL refuses a TCP connection.
+    """{role: "host:port"} for each role (and "limits") whose plain Redis URL refuses a TCP connection.
 
     The role clients retry a lost connection for several seconds (to wait out a failover), so
     asking them about a server that is not there takes that long per role. Sentinel URLs are
     left to the clients: their primary is only known by asking the Sentinels.
     """
     refused = {}
-    for role, setting in ROLE_URL_SETTINGS.items():
-        url = current_app.config[setting]
+    for role, setting in PROBED_URLS.items():
+        url = current_app.config.get(setting) or ""
         parts = urlsplit(url)
         if parse_sentinel_url(url) is not None or parts.scheme not in ("redis", "rediss"):
             continue
@@ -39,6 +43,11 @@ def refused_roles():
         if refuses(host, port):
             refused[role] = f"{host}:{port}"
     return refused
+
+
+def refused_status(role, where):
+    """The status (as app.redis_info.server_status gives it) of a server that refused the probe."""
+    return {"role": role, "where": where, "ok": False, "error": f"nothing answers at {where} (connection refused)"}
 
 
 def setting_source(*names):
@@ -56,7 +65,7 @@ def what_to_start(refused, smtp_refused):
     first_role = {}  # address -> the first role on it: roles that share a server are named once
     for role, where in refused.items():
         first_role.setdefault(where, role)
-    missing = [f"{where} ({setting_source(ROLE_URL_SETTINGS[role], 'REDIS_URL')})" for where, role in first_role.items()]
+    missing = [f"{where} ({setting_source(PROBED_SETTINGS[role], 'REDIS_URL')})" for where, role in first_role.items()]
     if smtp_refused:
         config = current_app.config
         missing.append(f"{config['MAIL_SERVER']}:{config['MAIL_PORT']} ({setting_source('MAIL_PORT')})")

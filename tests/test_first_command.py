@@ -1,6 +1,8 @@
 """The README's first command, `python3 dev.py`: the whole system comes up, works, and stops on Ctrl-C.
 
-Also what it says before it starts anything: a busy port, and a Redis that would lose the queue.
+Also what it says before it starts anything: a busy port (and whose, when it is an earlier
+dev.py's), and a Redis that would lose the queue; that a closed terminal or a closed output pipe
+stops everything as Ctrl-C does; and that workers left suspended by `rq suspend` are resumed.
 """
 
 import email
