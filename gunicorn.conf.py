@@ -19,6 +19,9 @@ threads = env.int("WEB_THREADS", 16)
 timeout = 30  # a worker whose main loop stops answering for this long is restarted
 keepalive = 5  # an idle kept-alive connection waits in the main loop, not in a thread
 graceful_timeout = 90  # requests in flight finish on SIGTERM
+# gunicorn's control socket (shutdown, reload, kill workers) sits at one path per user, so a second
+# gunicorn on the machine (another web process, the tests) takes it over; nothing here uses it.
+control_socket_disable = True
 # --8<-- [end:workers]
 
 # --8<-- [start:bind]
