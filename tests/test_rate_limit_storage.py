@@ -27,9 +27,10 @@ def test_a_login_flood_evicts_counters_on_the_sessions_server_and_mail_still_que
         client = app.test_client()
         token = csrf_token(client.get("/auth/login").get_data(as_text=True))
         statuses = set()
-        for n in range(3000):  # each attempt names a new address: a new per-address counter
+        for n in range(3000):  # many clients, each attempt a new address: new counters every time
             fields = {"csrf_token": token, "email": f"guess{n}@example.com", "password": "wrong password"}
-            statuses.add(client.post("/auth/login", data=fields).status_code)
+            peer = {"REMOTE_ADDR": f"10.0.{n // 200}.{n % 200}"}
+            statuses.add(client.post("/auth/login", data=fields, environ_overrides=peer).status_code)
             if n == 10:  # the limiter has loaded its scripts: a little room above what is used now
                 on_sessions.config_set("maxmemory", on_sessions.info("memory")["used_memory"] + 256 * 1024)
 
@@ -84,3 +85,19 @@ def test_production_warns_at_start_up_when_the_counters_are_on_the_queue_server(
     caplog.clear()
     production_app(monkeypatch, jobs=redis_url, others={"SESSION_REDIS_URL": "redis://cache.internal:6381/0", "RATELIMIT_STORAGE_URI": None})
     assert "rate-limit counters" not in caplog.text
+
+
+def test_a_client_over_its_login_limit_leaves_no_more_counters(make_app, redis_url):
+    # The per-client limit is checked first: a refused attempt no longer writes its address's counters.
+    app = make_app(redis_url, LOGIN_RATE_LIMIT="5 per minute", LOGIN_ADDRESS_RATE_LIMIT="5 per minute;20 per hour")
+    client, counters = app.test_client(), redis.Redis.from_url(redis_url)
+    token = csrf_token(client.get("/auth/login").get_data(as_text=True))
+
+    def attempt(n):
+        fields = {"csrf_token": token, "email": f"guess{n}@example.com", "password": "wrong password"}
+        return client.post("/auth/login", data=fields).status_code
+
+    assert [attempt(n) for n in range(5)] == [400] * 5
+    before = len(list(counters.scan_iter(match="LIMITS*")))
+    assert [attempt(n) for n in range(5, 40)] == [429] * 35
+    assert len(list(counters.scan_iter(match="LIMITS*"))) == before

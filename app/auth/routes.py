@@ -139,8 +139,8 @@ def confirm(token):
 
 # --8<-- [start:login]
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(login_rate_limit, methods=["POST"])
 @limiter.limit(login_address_rate_limit, key_func=login_address_key, methods=["POST"])
+@limiter.limit(login_rate_limit, methods=["POST"])
 def login():
     """Sign in; the session gets a new id so one planted before login is worthless."""
     form = LoginForm()
