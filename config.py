@@ -1,6 +1,13 @@
-"""Configuration classes, chosen by name (FLASK_CONFIG), with values from the environment."""
+"""Configuration classes, chosen by name (FLASK_CONFIG), with values from the environment; load_settings() completes them.
 
+Every setting the app runs with is read or derived here (SERVER_NAME from SITE_URL, the rate
+limiter's storage from the sessions URL, ...) and checked once complete; the other modules
+only read app.config.
+"""
+
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from environs import Env
 
@@ -14,6 +21,10 @@ env = Env()
 env.read_env(BASE_DIR / ".env", recurse=False)
 
 DEV_SECRET_KEY = "dev-only-secret-key-change-me"
+
+
+class ConfigError(RuntimeError):
+    """A setting that cannot work, said in a line: the entry points (app/entry.py) print it without a traceback."""
 
 
 class Config:
@@ -32,8 +43,28 @@ class Config:
     CACHE_REDIS_URL = env.str("CACHE_REDIS_URL", REDIS_URL)
     SESSION_REDIS_URL = env.str("SESSION_REDIS_URL", REDIS_URL)
     RQ_REDIS_URL = env.str("RQ_REDIS_URL", REDIS_URL)
-    RATELIMIT_STORAGE_URI = env.str("RATELIMIT_STORAGE_URI", REDIS_URL)
+    # Rate-limit counters (one per client and per address tried, each with a TTL) unset: on the
+    # sessions server, whose keys may be evicted; on the queue's `noeviction` server a flood of
+    # logins would fill it until it refuses mail jobs.
+    RATELIMIT_STORAGE_URI = env.str("RATELIMIT_STORAGE_URI", None)
     # --8<-- [end:redis_roles]
+
+    # --8<-- [start:role_options]
+    # role -> the options of its client, all in one place. `retry_seconds` is how long a command
+    # keeps reconnecting after it lost its connection: jobs and sessions wait out a Sentinel
+    # failover (~2-3 s with down-after-milliseconds 1000-2000), so a request that meets one is only
+    # slower; past that it answers the 503 page. The cache is optional (a miss renders the page from
+    # the database): it gives up fast, and a hung cache server costs a request well under a second.
+    # The rate limiter's client takes the sessions role's options.
+    REDIS_ROLE_OPTIONS = {
+        "jobs": {"socket_connect_timeout": 2, "socket_timeout": 5, "health_check_interval": 30, "retry_seconds": 5},
+        "cache": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25, "health_check_interval": 30, "retry_seconds": 0.5},
+        "sessions": {"socket_connect_timeout": 2, "socket_timeout": 5, "health_check_interval": 30, "retry_seconds": 5},
+    }
+    # `rq worker`'s own connection (and the sent-markers it writes) waits longer: a worker has no
+    # user waiting, and a marker it failed to write would let a retry of the job send twice.
+    REDIS_WORKER_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 10, "health_check_interval": 30, "retry_seconds": 30}
+    # --8<-- [end:role_options]
 
     # --8<-- [start:sentinel]
     # Redis behind Sentinel: give any URL above as redis+sentinel://host:26379,host2:26379/mymaster/0
@@ -45,12 +76,12 @@ class Config:
     # --8<-- [end:sentinel]
 
     # --8<-- [start:cache]
-    # Cache: the seed's `expires_in: 90.minutes`, under the `cache:` prefix, stored as JSON.
-    # RedisCache on the app's own `cache` client (plain or Sentinel, see app/connections.py).
-    CACHE_TYPE = "app.connections.RoleRedisCache"
+    # Cache: the Rails tutorial's `expires_in: 90.minutes`, under the `cache:` prefix, stored as JSON.
+    # RedisCache on the app's own `cache` client (plain or Sentinel), storing JSON: the default
+    # serializer pickles, and unpickles what Redis hands back (app/cache_backend.py).
+    CACHE_TYPE = "app.cache_backend.RoleRedisCache"
     CACHE_KEY_PREFIX = "cache:"
     CACHE_DEFAULT_TIMEOUT = env.int("CACHE_DEFAULT_TIMEOUT", 90 * 60)
-    # Stored as JSON: create_app() sets CACHE_SERIALIZER (the default pickles, and unpickles).
     # --8<-- [end:cache]
 
     # --8<-- [start:sessions]
@@ -70,7 +101,7 @@ class Config:
     # --8<-- [end:sessions]
 
     # --8<-- [start:jobs]
-    # Jobs: one queue, `mailers` (the seed's sidekiq.yml also names `default`, which nothing
+    # Jobs: one queue, `mailers` (the Rails tutorial's sidekiq.yml also names `default`, which nothing
     # here uses). From one queue RQ takes a job with BLMOVE into a list it recovers from; from
     # two or more it uses BLPOP, and a job taken as the worker dies is then in no list at all.
     RQ_QUEUES = ["mailers"]
@@ -86,7 +117,7 @@ class Config:
     MAIL_FAILURE_TTL = env.int("MAIL_FAILURE_TTL", 30 * 24 * 3600)
     MAIL_SENT_MARKER_TTL = env.int("MAIL_SENT_MARKER_TTL", 7 * 24 * 3600)
     # --8<-- [end:jobs]
-    # The outbox sweeper (app/outbox.py) enqueues again a committed mail whose job is not in
+    # The outbox sweeper (app/mail/delivery.py) enqueues again a committed mail whose job is not in
     # Redis once it is this old: longer than any web request's enqueue can take.
     OUTBOX_GRACE_SECONDS = env.int("OUTBOX_GRACE_SECONDS", 60)
     OUTBOX_SWEEP_INTERVAL = env.int("OUTBOX_SWEEP_INTERVAL", 30)
@@ -136,6 +167,9 @@ class Config:
     TRUST_ONLY_SITE_HOST = False
     # Proxies in front of the app that set X-Forwarded-For/-Proto/-Host (0: none, trust nothing).
     PROXY_COUNT = env.int("PROXY_COUNT", 0)
+    # The addresses those proxies connect from (gunicorn's own setting of the same name): a request
+    # from any other peer keeps its own address, whatever X-Forwarded-For it brings. "*": any peer.
+    FORWARDED_ALLOW_IPS = env.list("FORWARDED_ALLOW_IPS", ["127.0.0.1", "::1"])
     # Login attempts: per client address, and per account address whoever tries it.
     LOGIN_RATE_LIMIT = env.str("LOGIN_RATE_LIMIT", "10 per minute")
     LOGIN_ADDRESS_RATE_LIMIT = env.str("LOGIN_ADDRESS_RATE_LIMIT", "5 per minute;20 per hour")
@@ -151,8 +185,13 @@ class Config:
     DEV_TOOLS = False
 
     @classmethod
-    def check(cls):
-        """Refuse settings that are unsafe for this environment (nothing to check by default)."""
+    def check(cls, settings):
+        """Refuse final settings that are unsafe for this environment (nothing to check by default)."""
+
+    @classmethod
+    def deployment_warnings(cls, settings):
+        """What the final settings break of the deployment rules (docs/deploying.md); none outside production."""
+        return []
 
 
 class DevelopmentConfig(Config):
@@ -190,19 +229,107 @@ class ProductionConfig(Config):
     HSTS_MAX_AGE = env.int("HSTS_MAX_AGE", 365 * 24 * 3600)
 
     @classmethod
-    def check(cls):
+    def check(cls, settings):
         """Refuse to start without a real SECRET_KEY and the site's https:// address."""
-        if not cls.SECRET_KEY or cls.SECRET_KEY == DEV_SECRET_KEY or len(cls.SECRET_KEY) < 32:
-            raise RuntimeError(
+        secret_key, site_url = settings["SECRET_KEY"], settings["SITE_URL"]
+        if not secret_key or secret_key == DEV_SECRET_KEY or len(secret_key) < 32:
+            raise ConfigError(
                 "ProductionConfig needs SECRET_KEY: set it to a random string of at least 32 "
                 'characters, e.g. python -c "import secrets; print(secrets.token_hex(32))"'
             )
-        if not cls.SITE_URL or not cls.SITE_URL.startswith("https://"):
-            raise RuntimeError(
+        if not site_url or not site_url.startswith("https://"):
+            raise ConfigError(
                 "ProductionConfig needs SITE_URL, the site's public https:// address "
                 "(e.g. SITE_URL=https://mailer.example.com): the links in mails are built from it"
             )
+
+    @classmethod
+    def deployment_warnings(cls, settings):
+        """The deployment rules these final settings visibly break, one line each (logged at start-up)."""
+        warnings = []
+        if same_redis_server(settings["RATELIMIT_REDIS_URL"], settings["RQ_REDIS_URL"]):
+            warnings.append(
+                "rate-limit counters are on the queue's Redis server (RATELIMIT_STORAGE_URI): a flood of logins "
+                "fills it until it refuses mail jobs; leave RATELIMIT_STORAGE_URI unset (the sessions server)"
+            )
+        if not settings["PROXY_COUNT"]:
+            warnings.append(
+                "PROXY_COUNT is 0: gunicorn faces clients itself and the rate limits count the address it sees; "
+                "put a buffering proxy (nginx) in front and set PROXY_COUNT=1 (docs/deploying.md)"
+            )
+        elif "*" in settings["FORWARDED_ALLOW_IPS"]:
+            warnings.append(
+                "FORWARDED_ALLOW_IPS is *: X-Forwarded-For is believed from any peer, so only the proxy may be "
+                "able to reach gunicorn (a platform router, or a private network)"
+            )
+        return warnings
 # --8<-- [end:production]
+
+
+SENTINEL_SCHEME = "redis+sentinel"
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """A parsed `redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]` URL."""
+
+    sentinels: tuple  # ((host, port), ...)
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+    def for_limits(self):
+        """The same place in the `limits` library's spelling (no DB in the path: it goes in options)."""
+        auth = ""
+        if self.password is not None:
+            auth = f"{self.username or ''}:{self.password}@"
+        hosts = ",".join(f"{host}:{port}" for host, port in self.sentinels)
+        return f"{SENTINEL_SCHEME}://{auth}{hosts}/{self.service}"
+
+
+# --8<-- [start:parse_sentinel_url]
+def parse_sentinel_url(url):
+    """Return a SentinelURL for a `redis+sentinel://` URL, None for any other URL.
+
+    Raises ValueError, naming the part that is wrong, for a malformed Sentinel URL.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != SENTINEL_SCHEME:
+        return None
+    hint = f"expected {SENTINEL_SCHEME}://host:26379[,host2:26379...]/service-name[/db], got {url!r}"
+    hosts = parts.netloc.rpartition("@")[2]
+    sentinels = []
+    for address in filter(None, hosts.split(",")):
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"Sentinel address {address!r} is not host:port; {hint}")
+        sentinels.append((host.strip("[]"), int(port)))
+    if not sentinels:
+        raise ValueError(f"no Sentinel address; {hint}")
+    path = [segment for segment in parts.path.split("/") if segment]
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ValueError(f"the path must be /service-name or /service-name/db; {hint}")
+    username, password = None, None
+    if "@" in parts.netloc:
+        credentials = parts.netloc.rpartition("@")[0]
+        user, has_password, secret = credentials.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if has_password else unquote(user)
+        if not has_password:
+            username = None
+    return SentinelURL(tuple(sentinels), path[0], int(path[1]) if len(path) == 2 else 0, username, password)
+# --8<-- [end:parse_sentinel_url]
+
+
+def same_redis_server(url, other):
+    """True if two Redis URLs name one server: the same host and port, or the same Sentinels and service."""
+    if not url or not other:
+        return False
+    first, second = urlsplit(url), urlsplit(other)
+    if first.scheme.startswith("redis+sentinel"):
+        return (first.hostname, first.port, first.path.split("/")[1:2]) == (second.hostname, second.port, second.path.split("/")[1:2])
+    return (first.hostname, first.port or 6379) == (second.hostname, second.port or 6379)
 
 
 config_by_name = {
@@ -210,3 +337,81 @@ config_by_name = {
     "testing": TestingConfig,
     "production": ProductionConfig,
 }
+
+# Settings only the web app and the `flask` commands read (by prefix): the worker's app, which
+# runs jobs and answers no request, goes without them.
+WEB_ONLY_SETTINGS = (
+    "CACHE_", "SESSION_", "ANONYMOUS_SESSION_", "PERMANENT_SESSION_", "REMEMBER_COOKIE_", "RATELIMIT_",
+    "SIGNUP_RATE_", "LOGIN_", "TRUSTED_HOSTS", "TRUST_ONLY_SITE_HOST", "PROXY_COUNT", "FORWARDED_ALLOW_IPS",
+    "MAX_CONTENT_LENGTH", "MAX_FORM_MEMORY_SIZE", "HSTS_MAX_AGE", "DEV_TOOLS",
+)
+
+
+# --8<-- [start:load_settings]
+def load_settings(config_name, overrides=None, web=True):
+    """The final settings of an app: its class's, then the overrides, then every derived value, checked.
+
+    web=False (the worker's app) leaves out what only the web app reads (WEB_ONLY_SETTINGS).
+    """
+    config_class = config_by_name[config_name]
+    settings = {name: getattr(config_class, name) for name in dir(config_class) if name.isupper()}
+    settings["CONFIG_NAME"] = config_name
+    settings.update(overrides or {})
+    check_redis_urls(settings)
+    derive_site_settings(settings)
+    if web:
+        derive_rate_limit_storage(settings)
+        if settings["DEV_TOOLS"]:
+            settings["RQ_DASHBOARD_REDIS_URL"] = settings["RQ_REDIS_URL"]  # rq-dashboard reads the queue's
+    else:
+        settings = {name: value for name, value in settings.items() if not name.startswith(WEB_ONLY_SETTINGS)}
+    config_class.check(settings)
+    return settings
+# --8<-- [end:load_settings]
+
+
+def check_redis_urls(settings):
+    """Refuse a malformed role URL in one line that names its setting (parse_sentinel_url says what is wrong)."""
+    for setting in ("RQ_REDIS_URL", "CACHE_REDIS_URL", "SESSION_REDIS_URL"):
+        try:
+            parse_sentinel_url(settings[setting])
+        except ValueError as exc:
+            fallback = ", which falls back to REDIS_URL" if settings[setting] == settings["REDIS_URL"] else ""
+            raise ConfigError(f"{setting}{fallback}: {exc}") from exc
+
+
+def derive_site_settings(settings):
+    """SERVER_NAME, PREFERRED_URL_SCHEME and APPLICATION_ROOT (and TRUSTED_HOSTS) from SITE_URL.
+
+    Flask then builds absolute URLs outside a request (the CLI, a job) from the same address;
+    app.site_url builds them from it inside a request too, whatever Host the request claims.
+    """
+    if not settings["SITE_URL"]:
+        return  # check() refuses it where it is required
+    site = urlsplit(settings["SITE_URL"])
+    settings.update(SERVER_NAME=site.netloc, PREFERRED_URL_SCHEME=site.scheme, APPLICATION_ROOT=site.path or "/")
+    if settings.get("TRUST_ONLY_SITE_HOST") and not settings.get("TRUSTED_HOSTS"):
+        settings["TRUSTED_HOSTS"] = [site.hostname]
+
+
+def derive_rate_limit_storage(settings):
+    """Flask-Limiter's storage: RATELIMIT_STORAGE_URI (unset: the sessions server) in its own spelling.
+
+    RATELIMIT_REDIS_URL keeps the place in the app's spelling (None for memory:// and other
+    storages), for `flask doctor` and the start-up warnings. The `limits` library reads
+    `redis+sentinel://hosts/service` (no DB in the path) and takes the DB and the sessions
+    role's timeouts as RATELIMIT_STORAGE_OPTIONS; its retry comes with the limiter
+    (app.web_extensions), as an object is no setting.
+    """
+    url = settings["RATELIMIT_STORAGE_URI"] or settings["SESSION_REDIS_URL"]
+    where = parse_sentinel_url(url)
+    if where is None and not url.startswith(("redis://", "rediss://")):
+        settings.update(RATELIMIT_STORAGE_URI=url, RATELIMIT_REDIS_URL=None)  # memory:// and friends
+        return
+    options = {key: value for key, value in settings["REDIS_ROLE_OPTIONS"]["sessions"].items() if key != "retry_seconds"}
+    db = where.db if where is not None else int(urlsplit(url).path.strip("/") or 0)
+    settings.update(
+        RATELIMIT_REDIS_URL=url,
+        RATELIMIT_STORAGE_URI=where.for_limits() if where is not None else url,
+        RATELIMIT_STORAGE_OPTIONS={"db": db, **options},
+    )

@@ -12,17 +12,13 @@ Uses the standard library only, because it runs before the virtualenv exists.
 import hashlib
 import json
 import os
-import re
-import shlex
-import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 import venv
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from devtools.supervisor import Supervisor, describe_holder, port_taken, procfile, say
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
@@ -30,11 +26,6 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
 REQUIREMENTS = (ROOT / "requirements.txt", ROOT / "requirements-dev.txt")  # app, then dev/test/docs tools
 STAMP = VENV / ".requirements.sha256"
-
-
-def say(message):
-    """Print a progress line that stands out from the tools' own output."""
-    print(f"==> {message}", flush=True)
 
 
 def run(*command, **kwargs):
@@ -81,11 +72,24 @@ def setup(env):
 
 def preflight(env):
     """Settings read once, by config.py's own reader (.env under the real environment), and the jobs Redis's state."""
-    result = subprocess.run([str(PYTHON), "-m", "app.dev.preflight"], cwd=ROOT, env=env, capture_output=True, text=True)
+    result = subprocess.run([str(PYTHON), "-m", "devtools.preflight"], cwd=ROOT, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         sys.stderr.write(result.stderr)
         sys.exit("dev.py could not read the settings (config.py and .env): see the error above.")
     return json.loads(result.stdout)
+
+
+def resume_suspended_workers(env):
+    """Lift `rq suspend` before the worker starts: `rq worker` exits at once while it is set."""
+    command = [str(PYTHON), "-m", "devtools.preflight", "--resume-workers"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    report = json.loads(result.stdout) if result.returncode == 0 else {"error": result.stderr.strip().splitlines()[-1:]}
+    if report.get("error"):
+        say(f"could not check for `rq suspend` ({report['error']}); if the worker stops at once, "
+            "run `rq resume -c app.worker` in a second terminal")
+    elif report["was_suspended"]:
+        say(f"the workers were suspended (`rq suspend`), and `rq worker` does not start then: resumed them, "
+            f"so the {report['waiting']} job(s) waiting on the queue go out now (`rq suspend -c app.worker` pauses them again)")
 
 
 # --8<-- [start:ports]
@@ -94,21 +98,6 @@ PORT_ADVICE = {
     "MAIL_PORT": "the mail catcher; another catcher (MailHog, Mailpit, an old dev.py) may hold it",
     "REDIS_URL": "the project's own Redis listens on its port",
 }
-
-
-def port_taken(port):
-    """True if something listens on the loopback port, or it cannot be bound."""
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        if probe.connect_ex(("127.0.0.1", port)) == 0:
-            return True
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no obstacle
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
 
 
 def port_number(setting, value):
@@ -125,25 +114,15 @@ def port_number(setting, value):
 def refuse_taken_port(setting, port, example):
     """Stop with a clear message when a port dev.py must listen on is busy."""
     if port_taken(port):
+        holder = describe_holder(port)
         sys.exit(
             f"\nPort {port} is already in use ({setting}: {PORT_ADVICE[setting]}).\n"
-            f"Stop the program that holds it, or choose another port, e.g.\n"
+            + (f"{holder}\n" if holder else "")
+            + f"Stop the program that holds it, or choose another port, e.g.\n"
             f"    {example}\n"
             f"or put that setting in .env (see .env.example). Nothing was started."
         )
 # --8<-- [end:ports]
-
-
-def redis_answers(url):
-    """True if something at the Redis URL answers PING."""
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "localhost", parts.port or 6379), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            reply = sock.recv(64)
-    except OSError:
-        return False
-    return reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH")
 
 
 def is_local(url):
@@ -235,7 +214,7 @@ def up(workers=1):
     web = f"http://localhost:{env['PORT']}"
     os.chdir(ROOT)
     supervisor = Supervisor(env)
-    supervisor.run(processes, redis_url=redis_url,
+    supervisor.run(processes, redis_url=redis_url, before_workers=lambda: resume_suspended_workers(env),
                    ready_message=(
                        f"all running (Ctrl-C stops them all)\n\n"
                        f"    web         {web}\n"
@@ -244,146 +223,6 @@ def up(workers=1):
                        f"    dashboard   {web}/rq/\n\n"
                        f"    In a second terminal:  source .venv/bin/activate\n"
                    ), web_port=int(env["PORT"]))
-
-
-def procfile(path):
-    """Read a Procfile into {name: command line}."""
-    entries = {}
-    for line in path.read_text().splitlines():
-        name, sep, command = line.partition(":")
-        if sep and name.strip() and not name.startswith("#"):
-            entries[name.strip()] = command.strip()
-    return entries
-
-
-def expand(command, env):
-    """Expand ${NAME:-default} and $NAME in a Procfile line, as a shell would, and split it."""
-    def value(match):
-        name, default = match.group(1) or match.group(3), match.group(2) or ""
-        return env.get(name) or default
-
-    expanded = re.sub(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)", value, command)
-    return shlex.split(expanded)
-
-
-def signal_group(process, kill):
-    """SIGTERM (or SIGKILL) a process and its process group; on Windows, only the process."""
-    try:
-        if hasattr(os, "killpg"):
-            os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
-        elif process.poll() is None:
-            process.kill() if kill else process.terminate()
-    except ProcessLookupError:
-        pass
-
-
-# --8<-- [start:supervisor]
-class Supervisor:
-    """Run Procfile.dev's processes: Redis first (once it answers PING), web and worker after it;
-    stop them in the reverse order on Ctrl-C, so the worker never sees its Redis vanish.
-
-    Each process gets a session of its own: a Ctrl-C in the terminal reaches only dev.py,
-    which then stops the others one by one instead of all at once.
-    """
-
-    # The worker's routine maintenance, logged every few seconds: hidden from the terminal.
-    QUIET = (re.compile(r"cleaning (group )?registries", re.I),)
-    STOP_TIMEOUT = 40  # a warm shutdown finishes its mails (well under a second against the dev catcher)
-
-    def __init__(self, env):
-        """No process yet."""
-        self.env = env
-        self.running = []  # (name, Popen) in start order
-        self.stop_requested = False
-        self.width = 8
-        self.lock = threading.Lock()
-
-    def start(self, name, command):
-        """Start one process with its output prefixed by its name."""
-        process = subprocess.Popen(
-            expand(command, self.env), env=self.env, cwd=ROOT, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.running.append((name, process))
-        threading.Thread(target=self.relay, args=(name, process), daemon=True).start()
-        return process
-
-    def relay(self, name, process):
-        """Print a process's output line by line, prefixed with the time and its name."""
-        for raw in process.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            if any(pattern.search(line) for pattern in self.QUIET):
-                continue
-            with self.lock:
-                print(f"{time.strftime('%H:%M:%S')} {name:<{self.width}}| {line}", flush=True)
-
-    def request_stop(self, *_):
-        """Signal handler: Ctrl-C, SIGTERM or a closed terminal."""
-        self.stop_requested = True
-
-    def wait_until(self, predicate, timeout, waiting_for):
-        """Wait for `predicate`, giving up (and stopping everything) if a process dies or Ctrl-C comes."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if self.stop_requested or self.exited() or time.monotonic() > deadline:
-                if not self.stop_requested:
-                    say(f"gave up waiting for {waiting_for}")
-                return False
-            time.sleep(0.1)
-        return True
-
-    def exited(self):
-        """The first process that has exited, as (name, code), or None."""
-        for name, process in self.running:
-            if process.poll() is not None:
-                return name, process.returncode
-        return None
-
-    def run(self, processes, redis_url, ready_message, web_port):
-        """Start everything in order, wait for Ctrl-C or a process exiting, then stop in reverse order."""
-        for name in ("SIGINT", "SIGTERM", "SIGHUP"):  # SIGHUP: the terminal was closed (not on Windows)
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), self.request_stop)
-        self.width = max(len(name) for name, _ in processes) + 1
-        say("starting: " + ", ".join(name for name, _ in processes))
-        ok = True
-        for name, command in processes:
-            self.start(name, command)
-            if name == "redis":
-                ok = self.wait_until(lambda: redis_answers(redis_url), 30, "Redis to answer PING")
-                if not ok:
-                    break
-        if ok and self.wait_until(lambda: port_taken(web_port), 60, "the web server"):
-            say(ready_message)
-        while not self.stop_requested and not self.exited():
-            time.sleep(0.2)
-        code = 0
-        if not self.stop_requested and self.exited():
-            name, code = self.exited()
-            say(f"{name} exited with code {code}; stopping the others")
-        self.stop_all()
-        sys.exit(1 if code else 0)
-
-    def stop_all(self):
-        """Stop web, worker(s) and mail first (SIGTERM, a warm shutdown for the worker), Redis last."""
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the orderly stop short
-        say("stopping web, worker and mail catcher, then Redis")
-        others = [(name, p) for name, p in self.running if name != "redis"]
-        redis = [(name, p) for name, p in self.running if name == "redis"]
-        for group in (others, redis):
-            for _, process in group:
-                if process.poll() is None:
-                    signal_group(process, kill=False)
-            for name, process in group:
-                try:
-                    process.wait(timeout=self.STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    say(f"{name} did not stop in {self.STOP_TIMEOUT} s: killing it")
-                    signal_group(process, kill=True)
-                    process.wait()
-                signal_group(process, kill=True)  # anything it left behind in its group
-        say("stopped")
-# --8<-- [end:supervisor]
 
 
 def test(pytest_args):

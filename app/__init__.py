@@ -4,14 +4,15 @@ import os
 
 from flask import render_template
 
-from app.site_url import SiteURLFlask, apply_site_url
-from config import config_by_name
+from app.site_url import SiteURLFlask
+from config import config_by_name, load_settings
 
 
 # --8<-- [start:create_app]
 def create_app(config_name=None, overrides=None):
     """Create and configure the app; config_name defaults to $FLASK_CONFIG or 'development'."""
-    # 1. Configuration: a class chosen by name, then any overrides (the tests pass some).
+    # 1. Configuration: a class chosen by name, any overrides (the tests pass some), then what
+    #    config.py derives from them, checked once complete (config.load_settings).
     app = configured_app(config_name, overrides)
     # 2. Redis clients per role, then the extensions that use them.
     register_extensions(app)
@@ -38,34 +39,33 @@ def create_worker_app(config_name=None, overrides=None):
     No views, page cache, sessions, CSRF, rate limits, migrations or `flask` commands: the jobs
     use none of them, and leaving their imports out keeps each worker process ~17 MB smaller.
     """
-    app = configured_app(config_name, overrides)
-    register_job_extensions(app)
+    app = configured_app(config_name, overrides, web=False)
+    register_job_extensions(app, roles=("jobs",))
     return app
 
 
-def configured_app(config_name=None, overrides=None):
-    """A bare app with its configuration: a class chosen by name, then any overrides."""
+def configured_app(config_name=None, overrides=None, web=True):
+    """A bare app with its final, checked settings (config.load_settings); web=False for the worker's."""
     config_name = config_name or os.environ.get("FLASK_CONFIG", "development")
-    config_class = config_by_name[config_name]
-    config_class.check()
-    app = SiteURLFlask(__name__, instance_relative_config=True)
-    app.config.from_object(config_class)
-    app.config["CONFIG_NAME"] = config_name
-    app.config.update(overrides or {})
-    apply_site_url(app)  # links in mails name SITE_URL, whatever Host a request claims
+    settings = load_settings(config_name, overrides, web=web)
+    app = SiteURLFlask(__name__, instance_relative_config=True)  # links in mails name SITE_URL
+    app.config.update(settings)
+    if web:
+        for warning in config_by_name[config_name].deployment_warnings(app.config):
+            app.logger.warning("deployment: %s", warning)
     os.makedirs(app.instance_path, exist_ok=True)
     return app
 
 
-def register_job_extensions(app):
-    """Bind what the jobs need, in the web app and the worker alike: Redis clients per role, db, mail."""
+def register_job_extensions(app, roles=None):
+    """Bind what the jobs need, in the web app and the worker alike: Redis clients, db, mail."""
     from app import models  # noqa: F401  (registers the models with SQLAlchemy)
-    from app.connections import init_redis
+    from app.connections import ROLE_URL_SETTINGS, init_redis
     from app.extensions import db, mail
     from app.mail import delivery  # noqa: F401  (the outbox model, and the enqueue after each commit)
     from app.sqlite import init_sqlite
 
-    init_redis(app)  # one client per role, short timeouts for the cache (app.connections)
+    init_redis(app, roles or ROLE_URL_SETTINGS)  # one client per role (app.connections)
     db.init_app(app)
     init_sqlite(app, db)
     mail.init_app(app)
@@ -76,14 +76,12 @@ def register_extensions(app):
     """Bind the jobs' extensions (register_job_extensions), then the web app's own (app.web_extensions)."""
     from app.extensions import db, login_manager
     from app.headers import init_security_headers
-    from app.serializers import JSONCacheSerializer
     from app.sessions import init_sessions
     from app.web_extensions import cache, csrf, limiter, migrate
 
     register_job_extensions(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
-    app.config["CACHE_SERIALIZER"] = JSONCacheSerializer()  # never pickle what Redis hands back
-    cache.init_app(app)
+    cache.init_app(app)  # JSON in Redis, never pickle (app.cache_backend)
     init_sessions(app)  # JSON, short-lived until sign-in, 503 when Redis is down (app.sessions)
     init_security_headers(app)
     csrf.init_app(app)
@@ -116,14 +114,16 @@ def register_page_cache(app):
 def trust_proxies(app):
     """Behind PROXY_COUNT proxies, take the client address and scheme from their X-Forwarded-* headers.
 
-    The rate limits then count real clients, not the proxy. X-Forwarded-Host may change
-    request.host, never a link in a mail (app.site_url), and TRUSTED_HOSTS still applies.
+    The rate limits then count real clients, not the proxy. Only a request whose peer is in
+    FORWARDED_ALLOW_IPS (the proxies' addresses) is believed: a client that reaches gunicorn
+    directly is counted by its own address. X-Forwarded-Host may change request.host, never
+    a link in a mail (app.site_url), and TRUSTED_HOSTS still applies.
     """
-    from werkzeug.middleware.proxy_fix import ProxyFix
+    from app.proxies import TrustedProxyFix
 
     count = app.config["PROXY_COUNT"]
     if count:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
+        app.wsgi_app = TrustedProxyFix(app.wsgi_app, count, app.config["FORWARDED_ALLOW_IPS"])
 
 
 def register_error_handlers(app):

@@ -6,6 +6,7 @@ import smtplib
 import socket
 import sys
 import zlib
+from urllib.parse import urlsplit
 
 import click
 from flask import current_app
@@ -14,7 +15,16 @@ from redis.exceptions import RedisError
 from rq import Worker
 
 from app.connections import ROLE_KEY_PREFIXES, ROLE_URL_SETTINGS, describe_server, get_queue, redis_client, sentinel_of
-from app.redis_info import role_problems, role_status, scan_keys, topology_problems
+from app.redis_info import (
+    limits_problems,
+    limits_status,
+    memory_problems,
+    role_problems,
+    role_status,
+    scan_keys,
+    topology_problems,
+)
+from app.unreachable import refused_roles, refuses, what_to_start
 
 
 def register_cli(app):
@@ -105,7 +115,13 @@ def describe_replication(role, client, sentinel, service):
 def doctor():
     """Check each Redis role and their topology, a worker on `mailers` and the SMTP server; exit 1 on a problem."""
     failed = False
-    statuses = {role: role_status(role) for role in ROLE_URL_SETTINGS}
+    refused = refused_roles()  # asked first, in a second: the role clients would retry each for seconds
+    statuses = {
+        role: {"role": role, "where": describe_server(redis_client(role)), "ok": False,
+               "error": f"nothing answers at {refused[role]} (connection refused)"}
+        if role in refused else role_status(role)
+        for role in ROLE_URL_SETTINGS
+    }
     for role, status in statuses.items():
         problems = role_problems(status)
         failed |= bool(problems)
@@ -125,11 +141,31 @@ def doctor():
     failed |= bool(shared) and strict
     for problem in shared:
         click.echo(f"[{'FAIL' if strict else 'note':4}] topology {problem}")
-    for name, (ok, text) in (("worker", check_worker()), ("smtp", check_smtp()), *check_sentinels()):
+    failed |= check_limits_and_memory(statuses, strict, refused)
+    worker = (False, "not checked: the jobs Redis does not answer") if "jobs" in refused else check_worker()
+    for name, (ok, text) in (("worker", worker), ("smtp", check_smtp()), *check_sentinels()):
         failed |= not ok
         click.echo(f"[{'ok' if ok else 'FAIL':4}] {name:8} {text}")
     click.echo("Problems found." if failed else "All good.")
+    config = current_app.config
+    for line in what_to_start(refused, refuses(config["MAIL_SERVER"], config["MAIL_PORT"])):
+        click.echo(line)
     sys.exit(1 if failed else 0)
+
+
+def check_limits_and_memory(statuses, strict, refused):
+    """Print where the rate-limit counters go and which servers lack a maxmemory; True if that fails production."""
+    url = current_app.config["RATELIMIT_REDIS_URL"]
+    if url is not None and urlsplit(url).netloc.rpartition("@")[2] in refused.values():
+        return False  # its server was found down above; asking again would wait out the client's retries
+    limits = limits_status(current_app.config)
+    problems = [("limits", problem) for problem in limits_problems(limits, statuses.get("jobs", {}))]
+    problems += [("memory", problem) for problem in memory_problems(statuses)]
+    if limits is not None and not any(name == "limits" for name, _ in problems):
+        click.echo(f"[ok  ] limits   rate-limit counters on {limits['where']}, maxmemory-policy {limits['maxmemory_policy']}")
+    for name, problem in problems:
+        click.echo(f"[{'FAIL' if strict else 'note':4}] {name:8} {problem}")
+    return bool(problems) and strict
 
 
 def decode_value(raw):

@@ -1,18 +1,15 @@
-"""One Redis client per role (jobs, cache, sessions), so the three roles sit side by side.
+"""Redis clients: one per role (jobs, cache, sessions), made by connect(), and the queue of mail jobs.
 
 Each role's URL is either a plain `redis://` URL or a Sentinel one,
-`redis+sentinel://host:26379,host2:26379/mymaster/0`: the client then asks the Sentinels where
-the primary is, and asks again after a failover. Every client is made here, by connect().
+`redis+sentinel://host:26379,host2:26379/mymaster/0` (parsed by config.parse_sentinel_url):
+the client then asks the Sentinels where the primary is, and asks again after a failover.
 """
 
 import logging
 import math
-from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
 import redis
 from flask import current_app
-from flask_caching.backends.rediscache import RedisCache
 from redis.backoff import ConstantBackoff
 from redis.exceptions import ConnectionError, RedisError
 from redis.retry import Retry
@@ -20,9 +17,9 @@ from redis.sentinel import Sentinel, SentinelManagedConnection
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-log = logging.getLogger(__name__)
+from config import Config, parse_sentinel_url
 
-SENTINEL_SCHEME = "redis+sentinel"
+log = logging.getLogger(__name__)
 
 # role -> the config key of its URL. Each URL defaults to REDIS_URL (see config.py).
 ROLE_URL_SETTINGS = {
@@ -33,75 +30,7 @@ ROLE_URL_SETTINGS = {
 # role -> the key prefixes its data lives under, for tools that list keys by role.
 # The jobs role holds RQ's own keys and our mail markers (sent, notice).
 ROLE_KEY_PREFIXES = {"jobs": ("rq:", "mail:"), "cache": ("cache:",), "sessions": ("session:",)}
-# --8<-- [start:role_options]
-# role -> the options of its client, all in one place. `retry_seconds` is how long a command
-# keeps reconnecting after it lost its connection: jobs and sessions wait out a Sentinel
-# failover (~2-3 s with down-after-milliseconds 1000-2000), so a request that meets one is only
-# slower; past that it answers the 503 page. The cache is optional (a miss renders the page from
-# the database): it gives up fast, and a hung cache server costs a request well under a second.
-ROLE_OPTIONS = {
-    "jobs": {"socket_connect_timeout": 2, "socket_timeout": 5, "health_check_interval": 30, "retry_seconds": 5},
-    "cache": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25, "health_check_interval": 30, "retry_seconds": 0.5},
-    "sessions": {"socket_connect_timeout": 2, "socket_timeout": 5, "health_check_interval": 30, "retry_seconds": 5},
-}
-# `rq worker`'s own connection (and the sent-markers it writes) waits longer: a worker has no
-# user waiting, and a marker it failed to write would let a retry of the job send twice.
-WORKER_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 10, "health_check_interval": 30, "retry_seconds": 30}
-# --8<-- [end:role_options]
 RETRY_INTERVAL = 0.25  # seconds between two attempts to reconnect
-
-
-@dataclass(frozen=True)
-class SentinelURL:
-    """A parsed `redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]` URL."""
-
-    sentinels: tuple  # ((host, port), ...)
-    service: str
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-
-    def for_limits(self):
-        """The same place in the `limits` library's spelling (no DB in the path: it goes in options)."""
-        auth = ""
-        if self.password is not None:
-            auth = f"{self.username or ''}:{self.password}@"
-        hosts = ",".join(f"{host}:{port}" for host, port in self.sentinels)
-        return f"{SENTINEL_SCHEME}://{auth}{hosts}/{self.service}"
-
-
-# --8<-- [start:parse_sentinel_url]
-def parse_sentinel_url(url):
-    """Return a SentinelURL for a `redis+sentinel://` URL, None for any other URL.
-
-    Raises ValueError, naming the part that is wrong, for a malformed Sentinel URL.
-    """
-    parts = urlsplit(url)
-    if parts.scheme != SENTINEL_SCHEME:
-        return None
-    hint = f"expected {SENTINEL_SCHEME}://host:26379[,host2:26379...]/service-name[/db], got {url!r}"
-    hosts = parts.netloc.rpartition("@")[2]
-    sentinels = []
-    for address in filter(None, hosts.split(",")):
-        host, _, port = address.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"Sentinel address {address!r} is not host:port; {hint}")
-        sentinels.append((host.strip("[]"), int(port)))
-    if not sentinels:
-        raise ValueError(f"no Sentinel address; {hint}")
-    path = [segment for segment in parts.path.split("/") if segment]
-    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
-        raise ValueError(f"the path must be /service-name or /service-name/db; {hint}")
-    username, password = None, None
-    if "@" in parts.netloc:
-        credentials = parts.netloc.rpartition("@")[0]
-        user, has_password, secret = credentials.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if has_password else unquote(user)
-        if not has_password:
-            username = None
-    return SentinelURL(tuple(sentinels), path[0], int(path[1]) if len(path) == 2 else 0, username, password)
-# --8<-- [end:parse_sentinel_url]
 
 
 class FailoverConnection(SentinelManagedConnection):
@@ -164,42 +93,13 @@ def describe_server(client):
     return f"{kwargs.get('path') or kwargs.get('host', 'localhost')}:{kwargs.get('port', '')}/{kwargs.get('db', 0)}"
 
 
-def init_redis(app):
-    """Create the client of each role once and keep them in app.extensions['redis']."""
-    clients = {role: connect(app.config[setting], **ROLE_OPTIONS[role]) for role, setting in ROLE_URL_SETTINGS.items()}
-    app.extensions["redis"] = clients
-    # Flask-Session takes a client object rather than a URL; Flask-Caching gets one through
-    # RoleRedisCache (CACHE_TYPE); Flask-Limiter only takes a URI and its options.
-    app.config["SESSION_REDIS"] = clients["sessions"]
-    configure_limiter_storage(app)
+def init_redis(app, roles=ROLE_URL_SETTINGS):
+    """Create the client of each role once (REDIS_ROLE_OPTIONS) and keep them in app.extensions['redis'].
 
-
-def configure_limiter_storage(app):
-    """Give Flask-Limiter the sessions role's client options, and a Sentinel URL in its own spelling.
-
-    Its `limits` library reads `redis+sentinel://hosts/service` (no DB in the path) and takes
-    the rest as options. Flask-Limiter merges these options into its one module-level
-    limiter, so every app sets the same keys: nothing of a previous app's lingers.
+    The worker's app asks for the jobs role alone: its jobs use no other.
     """
-    url = app.config["RATELIMIT_STORAGE_URI"]
-    where = parse_sentinel_url(url)
-    if where is not None:
-        app.config["RATELIMIT_STORAGE_URI"] = where.for_limits()
-    elif not url.startswith(("redis://", "rediss://")):
-        return  # memory:// and friends take no Redis options
-    options = dict(ROLE_OPTIONS["sessions"])
-    db = where.db if where is not None else int(urlsplit(url).path.strip("/") or 0)
-    app.config["RATELIMIT_STORAGE_OPTIONS"] = {"db": db, "retry": failover_retry(options.pop("retry_seconds")), **options}
-
-
-class RoleRedisCache(RedisCache):
-    """Flask-Caching's RedisCache on the app's `cache` client (plain Redis or Sentinel), made by init_redis."""
-
-    @classmethod
-    def factory(cls, app, config, args, kwargs):
-        """Build the cache on app.extensions['redis']['cache'] instead of a client of its own."""
-        kwargs.update(host=app.extensions["redis"]["cache"], key_prefix=config["CACHE_KEY_PREFIX"])
-        return cls(*args, **kwargs)
+    options = app.config["REDIS_ROLE_OPTIONS"]
+    app.extensions["redis"] = {role: connect(app.config[ROLE_URL_SETTINGS[role]], **options[role]) for role in roles}
 
 
 def redis_client(role):
@@ -256,10 +156,10 @@ class FailoverRedis(redis.Redis):
     """The client class for `rq worker --connection-class`: from_url() also reads redis+sentinel:// URLs.
 
     rq's CLI builds its connection with `connection_class.from_url(RQ_REDIS_URL)`; this one
-    goes through connect(), with the worker's options (WORKER_OPTIONS: it waits a failover out).
+    goes through connect(), with the worker's options (REDIS_WORKER_OPTIONS: it waits a failover out).
     """
 
     @classmethod
     def from_url(cls, url, **kwargs):
         """A redis.Redis for a plain or a Sentinel URL (rq passes no other arguments)."""
-        return connect(url, **{**WORKER_OPTIONS, **kwargs})
+        return connect(url, **{**Config.REDIS_WORKER_OPTIONS, **kwargs})

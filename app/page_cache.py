@@ -6,12 +6,33 @@ from werkzeug.http import parse_cookie
 from werkzeug.sansio.utils import host_is_trusted
 
 
+def shared_page_key(environ, pages, config):
+    """The one rule for what is cached: the cache key of the page this request shares with everybody, or None.
+
+    A plain GET (no query string) of a page in `pages` (path -> key), for a trusted host, by a
+    visitor with neither a session cookie nor a remember-me cookie: signed out, and with no
+    flash message waiting (both live in the session), so the page is the one everybody gets.
+    The middleware below answers such a request from the cache; on a miss the view
+    (app/main/routes.py) renders the page and stores it under the same key. Nobody else's
+    page is ever read from or written to the cache.
+    """
+    if environ["REQUEST_METHOD"] != "GET" or environ.get("QUERY_STRING"):
+        return None
+    key = pages.get(environ.get("PATH_INFO"))
+    private_cookies = {config["SESSION_COOKIE_NAME"], config.get("REMEMBER_COOKIE_NAME", REMEMBER_COOKIE_DEFAULT)}
+    if key is None or private_cookies & parse_cookie(environ).keys():
+        return None
+    trusted_hosts = config["TRUSTED_HOSTS"]
+    if trusted_hosts is not None and not host_is_trusted(environ.get("HTTP_HOST"), trusted_hosts):
+        return None
+    return key
+
+
 class AnonymousPageCache:
     """WSGI middleware that answers a GET for a cached page straight from Redis.
 
-    A visitor with neither a session cookie nor a remember-me cookie is signed out and has
-    no flash messages waiting (both live in the session), so the page is the same one
-    everybody gets. For them, this skips what Flask would do before reaching the cache:
+    For a request that shared_page_key() above lets share the page, this skips what Flask
+    would do before reaching the cache:
     the request context, the session, Flask-Login and Flask-Limiter's hooks (about 80% of
     a cached page's time). Everybody else, a miss, and a Redis error go on to the app,
     whose view renders the page and stores it under the same key.
@@ -29,9 +50,8 @@ class AnonymousPageCache:
             self.backend = cache.cache  # this app's Redis backend: usable without an app context
         self.wsgi_app = app.wsgi_app
         self.pages = pages
+        self.config = app.config
         self.headers = [*self.HEADERS, *extra_headers]
-        self.private_cookies = {app.config["SESSION_COOKIE_NAME"], app.config.get("REMEMBER_COOKIE_NAME", REMEMBER_COOKIE_DEFAULT)}
-        self.trusted_hosts = app.config["TRUSTED_HOSTS"]
 
     def __call__(self, environ, start_response):
         """Serve the cached page if this visitor may have it, else call the app."""
@@ -44,7 +64,7 @@ class AnonymousPageCache:
 
     def cached_page(self, environ):
         """The cached page for this request, or None (not cacheable, a miss, a bad entry, Redis down or hung)."""
-        key = self.cache_key(environ)
+        key = shared_page_key(environ, self.pages, self.config)
         if key is None:
             return None
         try:
@@ -52,14 +72,3 @@ class AnonymousPageCache:
         except RedisError:
             return None  # the view renders the page, and logs why
         return page if isinstance(page, str) else None  # anything but a page is a miss
-
-    def cache_key(self, environ):
-        """The cache key for this request, or None if it is not a plain GET of a cached page by a stranger."""
-        if environ["REQUEST_METHOD"] != "GET" or environ.get("QUERY_STRING"):
-            return None
-        key = self.pages.get(environ.get("PATH_INFO"))
-        if key is None or self.private_cookies & parse_cookie(environ).keys():
-            return None
-        if self.trusted_hosts is not None and not host_is_trusted(environ.get("HTTP_HOST"), self.trusted_hosts):
-            return None
-        return key

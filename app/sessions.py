@@ -37,7 +37,7 @@ class RedisSessions(RedisSessionInterface):
         config = app.config
         super().__init__(
             app,
-            client=config["SESSION_REDIS"],
+            client=app.extensions["redis"]["sessions"],  # made by app.connections.init_redis
             key_prefix=config["SESSION_KEY_PREFIX"],
             use_signer=False,
             permanent=config["SESSION_PERMANENT"],

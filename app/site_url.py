@@ -1,23 +1,12 @@
-"""Absolute URLs (the links in mails) come from the configured SITE_URL, never from a request's Host."""
+"""Absolute URLs (the links in mails) come from the configured SITE_URL, never from a request's Host.
+
+config.derive_site_settings gives Flask SERVER_NAME and the scheme from SITE_URL for URLs built
+outside a request; SiteURLFlask builds those inside a request from it too.
+"""
 
 from urllib.parse import urlsplit
 
 from flask import Flask
-
-
-def apply_site_url(app):
-    """Derive SERVER_NAME, PREFERRED_URL_SCHEME and APPLICATION_ROOT (and TRUSTED_HOSTS) from SITE_URL.
-
-    Flask then builds absolute URLs outside a request (the CLI, a sweeper) from the same address.
-    """
-    site = urlsplit(app.config["SITE_URL"])
-    app.config.update(
-        SERVER_NAME=site.netloc,
-        PREFERRED_URL_SCHEME=site.scheme,
-        APPLICATION_ROOT=site.path or "/",
-    )
-    if app.config["TRUST_ONLY_SITE_HOST"] and not app.config["TRUSTED_HOSTS"]:
-        app.config["TRUSTED_HOSTS"] = [site.hostname]
 
 
 class SiteURLFlask(Flask):

@@ -10,7 +10,16 @@ from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 
+from app.connections import failover_retry
+from config import Config
+
 migrate = Migrate()
-cache = Cache()
+cache = Cache()  # its backend: app.cache_backend.RoleRedisCache (CACHE_TYPE)
 csrf = CSRFProtect()
-limiter = Limiter(key_func=get_remote_address)
+# Flask-Limiter takes its Redis as a URI and options (config.derive_rate_limit_storage); the
+# client's Retry is an object, so it comes here: lost connections are retried like the sessions
+# role's. Flask-Limiter merges RATELIMIT_STORAGE_OPTIONS into these for every app it binds.
+limiter = Limiter(
+    key_func=get_remote_address,
+    storage_options={"retry": failover_retry(Config.REDIS_ROLE_OPTIONS["sessions"]["retry_seconds"])},
+)

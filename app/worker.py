@@ -13,10 +13,11 @@ from rq.timeouts import TimerDeathPenalty
 from rq.worker import BaseWorker
 
 from app import create_worker_app
+from app.entry import build_or_exit
 
 # The app, built once per worker process from the same config as the web (FLASK_CONFIG), with
 # only what the jobs use (no views, sessions, rate limits, migrations: app.create_worker_app).
-flask_app = create_worker_app()
+flask_app = build_or_exit(create_worker_app)  # a bad setting: one line, not a traceback
 
 # Read by `rq worker -c app.worker` (and `rq info -c app.worker`): the app's own settings.
 REDIS_URL = flask_app.config["RQ_REDIS_URL"]

@@ -21,6 +21,35 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def wait_until(predicate, what, timeout=30):
+    """Poll `predicate` until it is true, or stop the benchmark after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def port_open(port):
+    """True if something listens on the loopback port."""
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def redis_command(port, directory, *extra):
+    """A redis-server command line of our own: loopback, AOF everysec, no RDB, noeviction, data in `directory`."""
+    return [
+        shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+        "--dir", str(directory), "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+        "--maxmemory-policy", "noeviction", *extra,
+    ]
+
+
+def csrf_token(html):
+    """The CSRF token of the form in a page (Flask-WTF's hidden field)."""
+    return html.split('name="csrf_token" type="hidden" value="', 1)[1].split('"', 1)[0]
+
+
 def procfile_command(name):
     """The command line of one Procfile process, as a list."""
     for line in (ROOT / "Procfile").read_text().splitlines():
@@ -63,11 +92,7 @@ class Stack:
         self.sink_log.write_text("")
         redis_dir = self.workdir / "redis"
         redis_dir.mkdir(exist_ok=True)
-        self.spawn("redis", [
-            shutil.which("redis-server") or "redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-            "--dir", str(redis_dir), "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
-            "--maxmemory-policy", "noeviction",
-        ])
+        self.spawn("redis", redis_command(self.redis_port, redis_dir))
         self.spawn("sink", [sys.executable, str(ROOT / "bench" / "smtp_sink.py"), "--port", str(self.smtp_port),
                             "--log", str(self.sink_log), "--delay", str(smtp_delay)])
         self.env = {
@@ -94,13 +119,7 @@ class Stack:
     @staticmethod
     def wait_port(port, timeout=30):
         """Wait until something listens on the port."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"nothing listens on {port}")
+        wait_until(lambda: port_open(port), f"something to listen on {port}", timeout)
 
     def delivered(self):
         """How many mails the sink accepted so far."""

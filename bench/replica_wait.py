@@ -11,7 +11,6 @@ meet the same machine load.
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -22,22 +21,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("FLASK_CONFIG", "testing")
 
-from bench.harness import free_port  # noqa: E402
+from bench.harness import csrf_token, free_port, redis_command, wait_until  # noqa: E402
 
 ROLE_URLS = ("REDIS_URL", "RQ_REDIS_URL", "CACHE_REDIS_URL", "SESSION_REDIS_URL", "RATELIMIT_STORAGE_URI")
 
 
 def start_redis(directory, *extra):
-    """A redis-server of our own (AOF everysec, noeviction) in `directory`; returns (process, port)."""
+    """A redis-server of our own (bench.harness.redis_command) in `directory`; returns (process, port)."""
     import redis
 
     port = free_port()
     directory.mkdir(parents=True)
-    process = subprocess.Popen(
-        [shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-         "--save", "", "--appendonly", "yes", "--maxmemory-policy", "noeviction", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    process = subprocess.Popen(redis_command(port, directory, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_until(lambda: pings(redis.Redis(port=port, socket_connect_timeout=0.2)), "redis-server to start")
     return process, port
 
@@ -52,19 +47,9 @@ def pings(client):
         return False
 
 
-def wait_until(predicate, what, timeout=30):
-    """Poll `predicate` until it is true, or stop the benchmark after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            sys.exit(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def signup(client, address, password="correct horse battery"):
     """The signup form, fetched and posted like a browser (CSRF token included)."""
-    page = client.get("/auth/signup").get_data(as_text=True)
-    token = page.split('name="csrf_token" type="hidden" value="', 1)[1].split('"', 1)[0]
+    token = csrf_token(client.get("/auth/signup").get_data(as_text=True))
     return client.post("/auth/signup", data={"csrf_token": token, "email": address, "password": password, "password2": password})
 
 

@@ -7,7 +7,9 @@
 
 It builds .venv-bench (requirements.txt, requirements-dev.txt + bench/requirements.txt) on first use, needs
 `redis-server` on PATH, starts its own Redis and SMTP sink on free ports, and writes
-bench/results/results.json and docs/img/benchmarks.png.
+bench/results/results.json and docs/img/benchmarks.png. The relay benchmark (6) runs Sidekiq
+beside RQ and Celery; it installs Debian's ruby-sidekiq and ruby-mail with apt-get if Ruby
+cannot load them.
 """
 
 import argparse
@@ -147,42 +149,75 @@ def bench_throughput(stack, count, workers=2, rounds=3):
     return result
 
 
-def bench_relay(workdir, count, prefork_count, workers=2, rounds=2, delay=0.1, rq_workers=2):
-    """6. A relay's latency (the sink waits `delay` s per DATA): the Procfile's worker vs Celery threads(25) and prefork(2).
+def celery_processes(celery, pool, concurrency, processes):
+    """Start `processes` Celery workers (each with its own node name) with this pool and concurrency."""
+    command = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", pool,
+               "-c", str(concurrency), "--loglevel", "WARNING"]
+    return [celery.stack.spawn(f"celery-{pool}", [*command, "-n", f"{pool}{number}@%h"], celery.env)
+            for number in range(processes)]
 
-    Rounds alternate between the three; each side's median round counts. Worker memory is the
-    summed PSS of every process of that side (children included), read at the end of its round.
+
+def bench_relay(workdir, count, prefork_count, processes=2, rounds=2, delay=0.1):
+    """6. A relay's latency (the sink waits `delay` s per DATA): every system on `processes` processes.
+
+    The Procfile's worker line, Celery threads(25) and Sidekiq 6.4 (concurrency 25, the seed's
+    stack) each as `processes` processes, and Celery prefork with `processes` children. Each
+    round runs every side once, in an order rotated by one per round; the ratios are the medians
+    of the per-round ratios (this machine's speed drifts from minute to minute). Worker memory is
+    the summed PSS of every process of that side (children included), read at the end of its round.
     """
     from bench.harness import Stack, tree_pss_mb
+    from bench.sidekiq_side import SidekiqSide
 
     stack = Stack(Path(workdir) / "relay", smtp_delay=delay)
     try:
         app = make_app(stack)
         celery = CelerySide(stack)
+        sidekiq = SidekiqSide(stack, app)
 
         sides = {
-            "rq": (lambda tag, n: enqueue_rq(app, tag, n), lambda: stack.rq_workers(rq_workers), count),
-            "celery_threads_25": (celery.enqueue, lambda: celery.start("threads", 25), count),
-            "celery_prefork_2": (celery.enqueue, lambda: celery.start("prefork", workers), prefork_count),
+            "rq": (lambda tag, n: enqueue_rq(app, tag, n), lambda: stack.rq_workers(processes), count),
+            "celery_threads_25": (celery.enqueue, lambda: celery_processes(celery, "threads", 25, processes), count),
+            "sidekiq_25": (sidekiq.enqueue, lambda: sidekiq.start(processes, 25), count),
+            "celery_prefork": (celery.enqueue, lambda: celery.start("prefork", processes), prefork_count),
         }
+        names = list(sides)
         runs = {side: [] for side in sides}
         for number in range(rounds):
-            for side, (enqueue, start, n_mails) in sides.items():
+            for side in names[number % len(names):] + names[:number % len(names)]:
+                enqueue, start, n_mails = sides[side]
                 enqueue(f"{side}{number}-", n_mails)
                 before, started = stack.delivered(), time.time()
-                processes = start()
+                started_processes = start()
                 stack.wait_delivered(before + n_mails)
-                pss = tree_pss_mb([process.pid for process in processes])
-                stack.stop(processes)
+                pss = tree_pss_mb([process.pid for process in started_processes])
+                stack.stop(started_processes)
                 runs[side].append({**rate(stack, before, n_mails, started), "pss_mb": pss})
+                print(f"    round {number + 1} {side}: {runs[side][-1]}", flush=True)
         result = {"delay_s": delay, "mails": count, "prefork_mails": prefork_count, "rounds": rounds,
-                  "rq_processes": rq_workers, "rq_concurrency": int(os.environ.get("WORKER_CONCURRENCY", 25))}
+                  "processes": processes, "rq_concurrency": int(os.environ.get("WORKER_CONCURRENCY", 25)),
+                  "load_average_at_end": [round(load, 2) for load in os.getloadavg()]}
         for side, side_runs in runs.items():
-            result[side] = {key: statistics.median(run[key] for run in side_runs) for key in side_runs[0]}
-        steady = {side: result[side]["steady_mails_per_s"] for side in sides}
-        result["ratio_vs_celery_threads"] = round(steady["rq"] / steady["celery_threads_25"], 2)
-        result["ratio_vs_celery_prefork"] = round(steady["rq"] / steady["celery_prefork_2"], 1)
-        result["sink_ceiling_at_delay"] = sink_parallel_rate(stack, 3000, connections=100)
+            result[side] = {key: round(statistics.median(run[key] for run in side_runs), 1) for key in side_runs[0]}
+            result[side]["steady_each_round"] = [run["steady_mails_per_s"] for run in side_runs]
+            result[side]["pss_mb_each_round"] = [run["pss_mb"] for run in side_runs]
+        for other, key in (("celery_threads_25", "ratio_vs_celery_threads"), ("sidekiq_25", "ratio_vs_sidekiq"),
+                           ("celery_prefork", "ratio_vs_celery_prefork")):
+            each = [round(ours["steady_mails_per_s"] / theirs["steady_mails_per_s"], 2)
+                    for ours, theirs in zip(runs["rq"], runs[other], strict=True)]
+            result[key] = round(statistics.median(each), 2)
+            result[f"{key}_each_round"] = each
+        result["pss_rq_minus_sidekiq_mb"] = round(result["rq"]["pss_mb"] - result["sidekiq_25"]["pss_mb"], 1)
+        with app.app_context():
+            from app.mail.messages import build_message
+
+            result["mail_bytes"] = {"rq": len(build_message(**mail_kwargs(0, "size")).as_bytes()),
+                                    "sidekiq": sidekiq.mail_bytes(mail_kwargs(0, "size"))}
+        # Each side keeps at most processes x 25 mails in flight: at `delay` s each, that bounds it.
+        result["in_flight_bound_mails_per_s"] = round(processes * 25 / delay) if delay else None
+        # The sink's own ceiling, with more connections than any side has threads.
+        result["sink_connections"] = 250
+        result["sink_ceiling_at_delay"] = sink_parallel_rate(stack, 5000, connections=250)
     finally:
         stack.stop()
     return result
@@ -281,8 +316,7 @@ def load(base_url, clients, per_client, tag):
     import http.client
     from urllib.parse import urlencode, urlsplit
 
-    def csrf_token(html):
-        return html.split('name="csrf_token" type="hidden" value="', 1)[1].split('"', 1)[0]
+    from bench.harness import csrf_token
 
     host, port = urlsplit(base_url).hostname, urlsplit(base_url).port
     latencies, errors, lock = [], [], threading.Lock()
@@ -401,8 +435,8 @@ def plot(results, path):
         ("throughput", "1. mails/s, one mail per job",
          [("RQ MailWorker x2", ("rq", "steady_mails_per_s")), ("Celery prefork(2)", ("celery", "steady_mails_per_s"))]),
         ("relay", "6. mails/s, relay answers in 100 ms",
-         [("RQ MailWorker x2", ("rq", "steady_mails_per_s")), ("Celery threads(25)", ("celery_threads_25", "steady_mails_per_s")),
-          ("Celery prefork(2)", ("celery_prefork_2", "steady_mails_per_s"))]),
+         [("RQ MailWorker", ("rq", "steady_mails_per_s")), ("Celery threads(25)", ("celery_threads_25", "steady_mails_per_s")),
+          ("Sidekiq c25", ("sidekiq_25", "steady_mails_per_s")), ("Celery prefork", ("celery_prefork", "steady_mails_per_s"))]),
         ("bulk_relay", "7. bulk mails/s, relay 100 ms",
          [("announcement x2 workers", ("steady_mails_per_s",)), ("sink ceiling", ("sink_ceiling",))]),
         ("bulk", "2. bulk mails/s",
@@ -422,7 +456,7 @@ def plot(results, path):
               for key, title, bars in specs if key in results]
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), squeeze=False)
     for axis, (title, labels, values) in zip(axes[0], panels, strict=True):
-        bars = axis.bar(labels, values, color=["#3b7dd8", "#b0b0b0", "#d0d0d0"][:len(values)])
+        bars = axis.bar(labels, values, color=["#3b7dd8", "#b0b0b0", "#c8a0a0", "#d0d0d0"][:len(values)])
         axis.set_title(title, fontsize=10)
         axis.bar_label(bars, fmt="%g", fontsize=8)
         axis.tick_params(axis="x", labelsize=8, rotation=10)
@@ -437,7 +471,8 @@ def main():
     os.chdir(ROOT)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts")
-    parser.add_argument("--rq-processes", type=int, default=2, help="worker processes at 100 ms (relay, bulk_relay)")
+    parser.add_argument("--rq-processes", "--processes", type=int, default=os.cpu_count() or 2,
+                        help="worker processes of every system at 100 ms, default one per core (relay, bulk_relay)")
     parser.add_argument("--only", default="throughput,relay,bulk,bulk_relay,latency,signup,cache")
     args = parser.parse_args()
     chosen = args.only.split(",")
@@ -453,7 +488,7 @@ def main():
             print(f"==> {name}", flush=True)
             if name == "relay":
                 results["relay"] = bench_relay(workdir, 1000 if quick else 3000, 60 if quick else 200,
-                                               rq_workers=args.rq_processes)
+                                               processes=args.rq_processes, rounds=2 if quick else 3)
             elif name == "signup":
                 results["signup"] = bench_signup(workdir, 8, 10 if quick else 40, "pbkdf2:sha256:1")
                 results["signup_with_scrypt"] = bench_signup(workdir, 8, 5 if quick else 15, "scrypt")

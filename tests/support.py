@@ -18,7 +18,7 @@ from pathlib import Path
 import redis
 from aiosmtpd.controller import Controller
 
-from app.dev.mailcatcher import MaildirHandler
+from devtools.mailcatcher import MaildirHandler
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -360,7 +360,8 @@ class WebProcess:
         gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
         command = [gunicorn, *[arg.replace("${PORT:-5000}", str(self.port)).replace("${WEB_CONCURRENCY:-2}", "1") for arg in args[1:]]]
         self.log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(command, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        env = {"WEB_CONCURRENCY": "1", **self.env, "PORT": str(self.port)}  # gunicorn.conf.py reads them
+        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
         def answers():
             try:

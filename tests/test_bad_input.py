@@ -132,3 +132,16 @@ def test_open_redirect_after_login_is_ignored(app, client):
         data={"csrf_token": csrf_token(page), "email": "ada@example.com", "password": "correct horse battery"},
     )
     assert response.headers["Location"] == "/"
+
+
+@pytest.mark.parametrize("target", ["/%0d%0aSet-Cookie:%20a=b", "/%0a", "/a%00b", "/a%09b", "/%5Cevil.example"])
+def test_a_next_with_control_characters_or_a_backslash_goes_home(app, client, target):
+    # CR/LF once made the redirect itself raise (a 500); a backslash reads as // in browsers.
+    signup(client, "ada@example.com")
+    page = client.get("/auth/login").get_data(as_text=True)
+    response = client.post(
+        f"/auth/login?next={target}",
+        data={"csrf_token": csrf_token(page), "email": "ada@example.com", "password": "correct horse battery"},
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"

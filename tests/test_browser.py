@@ -102,6 +102,23 @@ def test_signup_inbox_confirm_login_dashboard(browser_page, dev_web, worker_env,
     assert os.path.getsize(SHOTS / "07-rq-dashboard.png") > 10_000
 
 
+def test_confirmation_mail_html_keeps_its_long_link_inside_a_narrow_frame(app, browser_page):
+    from flask import render_template, url_for
+
+    from app.auth.tokens import make_confirm_token
+    from app.models import User
+
+    with app.test_request_context():
+        link = url_for("auth.confirm", token=make_confirm_token(User(id=1, email="ada@example.com")), _external=True)
+        html = render_template("email/confirm.html", email="ada@example.com", confirm_url=link)
+    page = browser_page
+    page.set_viewport_size({"width": 360, "height": 640})  # a phone, or the inbox's frame on a small screen
+    page.set_content(html)
+    widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    shot(page, "10-confirmation-mail-360px")
+    assert widths[0] <= widths[1], f"the page is {widths[0]} px wide in a {widths[1]} px frame ({len(link)}-character link)"
+
+
 def test_dashboard_queue_table_fits_its_panel_at_1100_px(app, browser_page, dev_web):
     from tests.support import mailers_queue
 

@@ -1,7 +1,12 @@
 """Development tools: rq-dashboard on JSON jobs, the mail inbox, previews, the hub."""
 
+import http.client
+import threading
 
-from tests.support import ROOT, confirm_link, mailers_queue, signup, wait_for
+import pytest
+from werkzeug.serving import make_server
+
+from tests.support import ROOT, confirm_link, free_port, mailers_queue, signup, wait_for
 
 
 def test_dashboard_tabs_answer_while_a_worker_runs_a_json_job(app, client, dev_app, smtp_server, worker_env, start_worker):
@@ -116,7 +121,7 @@ def test_flask_redis_talks_to_the_apps_redis(dev_app):
 
 
 def test_dev_web_server_watches_only_the_projects_own_files():
-    from app.dev.devserver import changed_file, watched_paths
+    from devtools.devserver import changed_file, watched_paths
 
     watched = watched_paths()
     assert ROOT / "app" / "__init__.py" in watched and ROOT / "config.py" in watched
@@ -138,3 +143,66 @@ def test_dev_tools_answer_this_machine_only(dev_app):
     assert elsewhere.get("/").status_code == 200  # the app itself still answers
     dev_app.config["DEV_TOOLS_ALLOW_REMOTE"] = True  # a VM's or a container's host, on a trusted network
     assert [elsewhere.get(path).status_code for path in paths] == [200] * len(paths)
+
+
+@pytest.fixture()
+def dev_server(dev_app):
+    """The development app served over real HTTP on a free loopback port (Werkzeug's server, in a thread)."""
+    server = make_server("127.0.0.1", free_port(), dev_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_port
+    server.shutdown()
+    thread.join(5)
+
+
+def status_of(port, path, headers, method="GET"):
+    """Send one request to 127.0.0.1:port with exactly these headers (Host included); return the status."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.putrequest(method, path, skip_host=True)
+    for name, value in headers.items():
+        connection.putheader(name, value)
+    connection.endheaders()
+    status = connection.getresponse().status
+    connection.close()
+    return status
+
+
+def test_dev_tools_refuse_a_host_name_other_than_loopback(dev_server):
+    """DNS rebinding: a page on evil.example, its name now pointing at 127.0.0.1, must not read /dev/mail/ or /rq/."""
+    port = dev_server
+    paths = ("/rq/", "/dev/", "/dev/mail/")
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "localhost"):
+        assert [status_of(port, path, {"Host": host}) for path in paths] == [200] * len(paths), host
+    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.nip.io:{port}"):
+        assert [status_of(port, path, {"Host": host}) for path in paths] == [404] * len(paths), host
+    assert status_of(port, "/", {"Host": f"evil.example:{port}"}) == 200  # the app itself still answers
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"X-Forwarded-For": "203.0.113.9"},  # ngrok, nginx, most load balancers
+        {"Forwarded": "for=203.0.113.9"},
+        {"X-Real-IP": "203.0.113.9"},
+        {"X-Forwarded-Host": "tunnel.example"},
+    ],
+)
+def test_dev_tools_refuse_a_request_that_came_through_a_proxy_or_tunnel(dev_server, header):
+    """A same-host tunnel or proxy makes every visitor's peer 127.0.0.1; its forwarding header gives it away."""
+    port = dev_server
+    assert status_of(port, "/dev/mail/", {"Host": f"localhost:{port}", **header}) == 404
+    assert status_of(port, "/rq/", {"Host": f"localhost:{port}", **header}) == 404
+
+
+def test_a_dev_tools_post_from_another_origin_is_refused(dev_app):
+    """Another site's page may post to http://localhost:5000/rq/... (the dashboard's token leaked or not): 403."""
+    client = dev_app.test_client()
+    page = client.get("/rq/0/view/queues", follow_redirects=True).get_data(as_text=True)
+    token = {"X-CSRFToken": page.split("'X-CSRFToken': '")[1].split("'")[0]}
+    own = dev_app.config["SITE_URL"]  # the test client's Host (SERVER_NAME), http://localhost:5000
+    for origin in ("http://evil.example", "null", "http://localhost:5001"):
+        assert client.post("/rq/requeue/mailers", headers={**token, "Origin": origin}).status_code == 403, origin
+    assert client.post("/rq/requeue/mailers", headers={**token, "Origin": own}).status_code == 200
+    dev_app.config["DEV_TOOLS_ALLOW_REMOTE"] = True  # open to other machines, still not to other sites
+    assert client.post("/rq/requeue/mailers", headers={**token, "Origin": "http://evil.example"}).status_code == 403

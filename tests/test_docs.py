@@ -1,7 +1,10 @@
 """The docs as a learner follows them: every checkpoint, page after page, on a fresh clone.
 
 A checkpoint is a ```console block right after `<!-- checkpoint -->`: `$ ` lines are commands,
-the lines under each are a part of its output, in order (`...` matches anything).
+the lines under each are a part of its output, in order (`...` matches anything). After
+`<!-- checkpoint: terminal 1 -->` the block is what the learner does in terminal 1: `^C` is
+Ctrl-C (python3 dev.py stops; the lines under it are what it prints until it exits), and
+`$ python3 dev.py` starts it again (the lines under it are what it prints until "all running").
 
 The contract: terminal 1 runs `python3 dev.py` in a fresh copy of the project (the README's
 first command), the README's browser signup is done over HTTP, and terminal 2 is one bash
@@ -29,7 +32,8 @@ import pytest
 from tests.support import ROOT, wait_for
 
 DOCS = ROOT / "docs"
-CHECKPOINT = re.compile(r"<!-- checkpoint -->\s*```console\n(.*?)```", re.S)
+CHECKPOINT = re.compile(r"<!-- checkpoint(: terminal 1)? -->\s*```console\n(.*?)```", re.S)
+CTRL_C = "^C"
 NAV_ENTRY = re.compile(r"^\s*-\s[^:]+:\s*(\S+\.md)\s*$")
 DONE = "__checkpoint_command_done__"
 TRANSCRIPTS = ROOT / "test-artifacts" / "docs-transcripts"  # what terminal 2 printed, per run
@@ -45,14 +49,17 @@ def nav_pages():
 
 
 def checkpoint_steps(page):
-    """[(command, [expected lines])] of a page's checkpoint blocks."""
+    """[(terminal, command, [expected lines])] of a page's checkpoint blocks; terminal is 1 or 2."""
     steps = []
-    for block in CHECKPOINT.findall((DOCS / f"{page}.md").read_text()):
+    for in_terminal_1, block in CHECKPOINT.findall((DOCS / f"{page}.md").read_text()):
+        terminal = 1 if in_terminal_1 else 2
         for line in block.splitlines():
             if line.startswith("$ "):
-                steps.append((line[2:], []))
+                steps.append((terminal, line[2:], []))
+            elif terminal == 1 and line.strip() == CTRL_C:
+                steps.append((terminal, CTRL_C, []))
             elif line.strip():
-                steps[-1][1].append(line.strip())
+                steps[-1][2].append(line.strip())
     return steps
 
 
@@ -144,7 +151,8 @@ class Terminal:
 
     def run(self, command, timeout=240):
         """Type one command; return (its output with stderr, exit status)."""
-        self.process.stdin.write(f"{command} < /dev/null 2>&1\nprintf '\\n{DONE} %s\\n' \"$?\"\n")
+        # Braces: the redirections cover a whole pipeline, and the command still runs in this shell.
+        self.process.stdin.write(f"{{ {command}\n}} < /dev/null 2>&1\nprintf '\\n{DONE} %s\\n' \"$?\"\n")
         self.process.stdin.flush()
         output, deadline = [], time.monotonic() + timeout
         while True:
@@ -225,6 +233,55 @@ RUNS = {
 }
 
 
+class DevPy:
+    """Terminal 1: `python3 dev.py` in the laptop, all it prints in one log; Ctrl-C, and starting it again."""
+
+    def __init__(self, laptop, folder, env, log_path):
+        """Nothing runs yet."""
+        self.laptop, self.folder, self.env, self.log_path = laptop, folder, env, log_path
+        self.process = None
+
+    def printed_since(self, position):
+        """What terminal 1 shows from byte `position` of its log on."""
+        return self.log_path.read_bytes()[position:].decode(errors="replace") if self.log_path.exists() else ""
+
+    def log_size(self):
+        """Where terminal 1's output ends now."""
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def start(self, timeout=180):
+        """Type `python3 dev.py`; return (what it printed until "all running" or its exit, its exit status or None)."""
+        start = self.log_size()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.laptop.command("python3", "dev.py"), cwd=self.folder, env=self.env,
+                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        wait_for(lambda: "==> all running" in self.printed_since(start) or self.process.poll() is not None,
+                 timeout=timeout, interval=0.2, message="python3 dev.py to start")
+        return self.printed_since(start), self.process.poll()
+
+    def ctrl_c(self, timeout=90):
+        """Press Ctrl-C (SIGINT to dev.py's process group); return (what it printed until it exited, its exit status)."""
+        start = self.log_size()
+        os.killpg(self.process.pid, signal.SIGINT)
+        self.process.wait(timeout=timeout)
+        return self.printed_since(start), self.process.returncode
+
+    def run(self, command):
+        """Do one step of a terminal-1 checkpoint."""
+        if command == CTRL_C:
+            return self.ctrl_c()
+        if command == "python3 dev.py":
+            return self.start()
+        raise AssertionError(f"a terminal-1 checkpoint has `^C` and `$ python3 dev.py` only, not {command!r}")
+
+    def kill(self):
+        """End whatever still runs (SIGKILL to its process group, by pid)."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("run", RUNS)
 def test_learner_follows_every_page(run, tmp_path):
@@ -240,52 +297,46 @@ def test_learner_follows_every_page(run, tmp_path):
         port = RUNS[run]["PORT"]
     env = learner_base_env()
     dev_log = tmp_path / "terminal-1.log"
-    terminal_1 = terminal_2 = transcript = None
+    terminal_1 = DevPy(laptop, clone, env, dev_log)
+    terminal_2 = transcript = None
     try:
-        with open(dev_log, "wb") as log:
-            terminal_1 = subprocess.Popen(laptop.command("python3", "dev.py"), cwd=clone, env=env, stdin=subprocess.DEVNULL,
-                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: b"==> all running" in dev_log.read_bytes() or terminal_1.poll() is not None,
-                 timeout=180, interval=0.2, message="python3 dev.py to start")
-        assert terminal_1.poll() is None, f"python3 dev.py exited:\n{dev_log.read_text()[-4000:]}"
+        _, status = terminal_1.start()
+        assert status is None, f"python3 dev.py exited:\n{dev_log.read_text()[-4000:]}"
 
         signup = subprocess.run(laptop.command(sys.executable, "-c", SIGNUP, f"http://127.0.0.1:{port}", ROOT),
                                 capture_output=True, text=True, timeout=120)
         assert signup.returncode == 0, f"the README's browser signup failed:\n{signup.stdout}{signup.stderr}"
 
         terminal_2 = Terminal(laptop, clone, env)
+        terminals = {1: terminal_1, 2: terminal_2}
         TRANSCRIPTS.mkdir(parents=True, exist_ok=True)
         transcript = open(TRANSCRIPTS / f"{run}.log", "w")
         for page in nav_pages():
-            for command, expected_lines in checkpoint_steps(page):
-                output, status = terminal_2.run(command)
-                transcript.write(f"## docs/{page}.md\n$ {command}\n{output}[exit {status}]\n")
+            for terminal, command, expected_lines in checkpoint_steps(page):
+                output, status = terminals[terminal].run(command)
+                transcript.write(f"## docs/{page}.md, terminal {terminal}\n$ {command}\n{output}[exit {status}]\n")
                 transcript.flush()
                 position = 0
                 for expected in expected_lines:
                     end = matches(expected, output, position)
                     if end < 0:
                         pytest.fail(
-                            f"\n[{run}] docs/{page}.md, checkpoint command:\n    $ {command}\n"
+                            f"\n[{run}] docs/{page}.md, checkpoint command in terminal {terminal}:\n    $ {command}\n"
                             f"expected (in order, `...` = anything):\n    {expected}\n"
                             f"exit status: {status}\n--- actual output ---\n{output[-3000:]}\n"
                             f"--- terminal 1 (python3 dev.py), last lines ---\n{dev_log.read_text()[-2500:]}",
                             pytrace=False,
                         )
                     position = end
+            assert terminal_1.process.poll() is None, f"docs/{page}.md leaves python3 dev.py stopped"
 
-        stop_from = len(dev_log.read_bytes())
-        os.killpg(terminal_1.pid, signal.SIGINT)  # Ctrl-C in terminal 1
-        terminal_1.wait(timeout=90)
-        after_ctrl_c = dev_log.read_bytes()[stop_from:].decode(errors="replace")
+        after_ctrl_c, status = terminal_1.ctrl_c()
         assert "Traceback" not in after_ctrl_c and "==> stopped" in after_ctrl_c, after_ctrl_c[-4000:]
-        assert terminal_1.returncode == 0, after_ctrl_c[-4000:]
+        assert status == 0, after_ctrl_c[-4000:]
     finally:
         if transcript:
             transcript.close()
         if terminal_2:
             terminal_2.close()
-        if terminal_1 and terminal_1.poll() is None:
-            os.killpg(terminal_1.pid, signal.SIGKILL)
-            terminal_1.wait(timeout=10)
+        terminal_1.kill()
         laptop.remove()

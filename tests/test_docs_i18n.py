@@ -10,7 +10,7 @@ DOCS = ROOT / "docs"
 HEADING = re.compile(r"^(#{1,6}) ", re.M)
 SNIPPET = re.compile(r'^--8<-- "([^"]+)"', re.M)
 IMAGE = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
-CHECKPOINT = re.compile(r"<!-- checkpoint -->\s*```console\n(.*?)```", re.S)
+CHECKPOINT = re.compile(r"<!-- checkpoint(: terminal 1)? -->\s*```console\n(.*?)```", re.S)
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 
 

@@ -138,7 +138,7 @@ def test_a_relay_refusing_our_login_is_retried_not_failed(app, client, worker_en
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult
 
-    from app.dev.mailcatcher import MaildirHandler
+    from devtools.mailcatcher import MaildirHandler
 
     logins = []
 

@@ -76,11 +76,11 @@ def test_a_cached_page_carries_every_header_the_app_sets(app, app_calls):
 def test_signup_and_confirmation_show_on_the_cached_home_page_at_once(app, client, smtp_server, run_worker):
     assert "<strong>0</strong> users" in app.test_client().get("/").get_data(as_text=True)  # cached now
     signup(client, "ada@example.com")
-    assert "<strong>1</strong> users, <strong>0</strong> confirmed" in app.test_client().get("/").get_data(as_text=True)
+    assert "<strong>1</strong> user, <strong>0</strong> confirmed" in app.test_client().get("/").get_data(as_text=True)
     run_worker()
     (message,) = smtp_server.wait_for_messages(1)
     app.test_client().get(confirm_link(message).split("localhost", 1)[1])
-    assert "<strong>1</strong> users, <strong>1</strong> confirmed" in app.test_client().get("/").get_data(as_text=True)
+    assert "<strong>1</strong> user, <strong>1</strong> confirmed" in app.test_client().get("/").get_data(as_text=True)
 
 
 
@@ -97,3 +97,27 @@ def test_a_host_outside_trusted_hosts_gets_the_apps_400_not_the_cached_page(make
     assert app.test_client().get("/").status_code == 200  # rendered and stored
     assert app.test_client().get("/", headers={"Host": "evil.example"}).status_code == 400
     assert hosts == ["localhost", "evil.example"]  # the second went to Flask, which refused it
+
+
+def test_home_page_says_one_user_and_two_users(app, client):
+    assert "<strong>0</strong> users," in app.test_client().get("/").get_data(as_text=True)
+    signup(client, "ada@example.com")
+    assert "<strong>1</strong> user," in app.test_client().get("/").get_data(as_text=True)  # not "1 users"
+    signup(app.test_client(), "bob@example.com")
+    assert "<strong>2</strong> users," in app.test_client().get("/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("visit", ["a query string", "a session cookie while signed out"])
+def test_the_view_reads_the_cache_for_exactly_the_requests_the_middleware_would(app, visit):
+    from app.web_extensions import cache
+
+    with app.app_context():
+        cache.set("page:home", "<p>the page everybody gets</p>")  # what a stranger's visit stored
+    client, path = app.test_client(), "/"
+    if visit == "a query string":
+        path = "/?utm_source=mail"
+    else:
+        client.get("/auth/login")  # its form's CSRF token starts a session: a cookie, still signed out
+        assert client.get_cookie(app.config["SESSION_COOKIE_NAME"]) is not None
+    page = client.get(path).get_data(as_text=True)
+    assert "the page everybody gets" not in page and "<strong>0</strong> users" in page  # rendered for this request

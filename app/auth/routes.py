@@ -163,8 +163,9 @@ def login():
 
 
 def safe_next_url(target):
-    """Accept only a local path as the post-login destination (no open redirect)."""
-    if not target:
+    """Accept only a local path as the post-login destination (no open redirect, never a 500)."""
+    # CR/LF would make the redirect's Location header raise; browsers read a backslash as a slash.
+    if not target or "\\" in target or any(ord(char) < 32 or ord(char) == 127 for char in target):
         return None
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):

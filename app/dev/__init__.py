@@ -5,6 +5,7 @@ it exists, not even as a 404 handler, under testing or production.
 """
 
 import ipaddress
+from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, current_app, request
 
@@ -28,17 +29,42 @@ def register_dev_tools(app):
     app.cli.add_command(redis_command)
 
 
+# Names a browser on this machine uses for it: any other Host means DNS rebinding or a tunnel.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+# Headers a proxy or tunnel adds (ngrok, nginx, a load balancer): the request came from elsewhere.
+FORWARDING_HEADERS = ("X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded", "X-Real-IP", "Via")
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
 def refuse_other_machines():
     """Answer the dev tools' requests from this machine only: a development app put online by mistake shows a 404.
 
-    DEV_TOOLS_ALLOW_REMOTE opens them to other machines (a VM's or a container's host).
+    "This machine" means a loopback peer, a loopback Host (not a rebound DNS name, not a
+    tunnel's name) and no proxy's forwarding header; a POST from another site's page (its
+    Origin) gets a 403. DEV_TOOLS_ALLOW_REMOTE opens them to other machines (a VM's or a
+    container's host); the Origin rule still applies.
     """
-    if request.blueprint not in DEV_BLUEPRINTS or current_app.config["DEV_TOOLS_ALLOW_REMOTE"]:
+    if request.blueprint not in DEV_BLUEPRINTS:
         return
+    if not current_app.config["DEV_TOOLS_ALLOW_REMOTE"] and not from_this_machine():
+        abort(404)
+    if request.method not in SAFE_METHODS and not same_origin():
+        abort(403)
+
+
+def from_this_machine():
+    """True for a request a browser on this machine sent straight to the dev server."""
     try:
         address = ipaddress.ip_address(request.remote_addr or "")
         local = (getattr(address, "ipv4_mapped", None) or address).is_loopback  # ::ffff:127.0.0.1 too
     except ValueError:  # no address, or a Unix socket's
-        local = False
-    if not local:
-        abort(404)
+        return False
+    host = urlsplit("//" + request.host).hostname  # request.host is "name:port" or "[::1]:port"
+    forwarded = any(name in request.headers for name in FORWARDING_HEADERS)
+    return local and host in LOOPBACK_HOSTS and not forwarded
+
+
+def same_origin():
+    """True unless the request names another origin: browsers send Origin on every cross-site POST."""
+    origin = request.headers.get("Origin")
+    return origin is None or origin == f"{request.scheme}://{request.host}"

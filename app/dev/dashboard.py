@@ -103,9 +103,8 @@ def add_csrf_header(response):
 
 # --8<-- [start:mount]
 def mount_dashboard(app):
-    """Register rq-dashboard under /rq on the jobs Redis."""
+    """Register rq-dashboard under /rq on the jobs Redis (RQ_DASHBOARD_REDIS_URL, from config.load_settings)."""
     use_json_everywhere()
-    app.config["RQ_DASHBOARD_REDIS_URL"] = app.config["RQ_REDIS_URL"]
     rq_dashboard.web.setup_rq_connection(app)
     app.before_request(guard_dashboard)
     app.after_request(add_csrf_header)

@@ -2,18 +2,18 @@
 
 from datetime import datetime, timezone
 
-from flask import current_app, render_template, session
-from flask_login import current_user
+from flask import current_app, render_template, request
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
 from app.extensions import db
 from app.main import bp
 from app.models import User
+from app.page_cache import shared_page_key
 from app.web_extensions import cache
 
 HOME_CACHE_KEY = "page:home"
-#: Pages app.page_cache may serve to signed-out visitors without running the app: path -> cache key.
+#: The pages that may be cached (app.page_cache.shared_page_key says for whom): path -> cache key.
 CACHED_PAGES = {"/": HOME_CACHE_KEY}
 
 
@@ -38,19 +38,15 @@ def forget_home_page():
         current_app.logger.warning("cache unreachable, home page not refreshed: %s", exc)
 
 
-def cacheable():
-    """Only anonymous pages without flash messages are the same for everybody."""
-    return not current_user.is_authenticated and "_flashes" not in session
-
-
 # --8<-- [start:index]
 @bp.route("/")
 def index():
     """The home page: from the cache for 90 minutes or until the counts change; rendered if the cache fails."""
-    if not cacheable():
+    key = shared_page_key(request.environ, CACHED_PAGES, current_app.config)  # the one rule
+    if key is None:  # a session or remember-me cookie, a query string, another method
         return render_home()
     try:
-        page = cache.get(HOME_CACHE_KEY)
+        page = cache.get(key)
     except RedisError as exc:  # unreachable or hung (a short socket timeout)
         current_app.logger.warning("cache unusable, rendering uncached: %s", exc)
         return render_home()
@@ -59,7 +55,7 @@ def index():
     if page is None:
         page = render_home()
         try:
-            cache.set(HOME_CACHE_KEY, page)  # CACHE_DEFAULT_TIMEOUT: 5400 s, the seed's 90 minutes
+            cache.set(key, page)  # CACHE_DEFAULT_TIMEOUT: 5400 s, the Rails tutorial's 90 minutes
         except RedisError as exc:
             current_app.logger.warning("cache unreachable, not storing: %s", exc)
     return page

