@@ -117,7 +117,7 @@ class Config:
     MAIL_FAILURE_TTL = env.int("MAIL_FAILURE_TTL", 30 * 24 * 3600)
     MAIL_SENT_MARKER_TTL = env.int("MAIL_SENT_MARKER_TTL", 7 * 24 * 3600)
     # --8<-- [end:jobs]
-    # The outbox sweeper (app/outbox.py) enqueues again a committed mail whose job is not in
+    # The outbox sweeper (app/mail/delivery.py) enqueues again a committed mail whose job is not in
     # Redis once it is this old: longer than any web request's enqueue can take.
     OUTBOX_GRACE_SECONDS = env.int("OUTBOX_GRACE_SECONDS", 60)
     OUTBOX_SWEEP_INTERVAL = env.int("OUTBOX_SWEEP_INTERVAL", 30)

@@ -209,7 +209,7 @@ def bench_relay(workdir, count, prefork_count, processes=2, rounds=2, delay=0.1)
             result[f"{key}_each_round"] = each
         result["pss_rq_minus_sidekiq_mb"] = round(result["rq"]["pss_mb"] - result["sidekiq_25"]["pss_mb"], 1)
         with app.app_context():
-            from app.delivery import build_message
+            from app.mail.messages import build_message
 
             result["mail_bytes"] = {"rq": len(build_message(**mail_kwargs(0, "size")).as_bytes()),
                                     "sidekiq": sidekiq.mail_bytes(mail_kwargs(0, "size"))}

@@ -61,7 +61,7 @@ class SidekiqSide:
         """Write the ERB templates from the app's own confirmation templates; connect to DB 2."""
         import redis
 
-        from app.delivery import build_message
+        from app.mail.messages import build_message
 
         ensure_installed()
         self.stack, self.app = stack, app
