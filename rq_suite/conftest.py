@@ -1,0 +1,83 @@
+"""Put into the fetched copy of RQ's tests: our worker class in place of RQ's, our Redis, the expected failures."""
+
+import importlib
+import inspect
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+import redis.connection
+
+PORT = int(os.environ["RQ_SUITE_REDIS_PORT"])
+SHARED_PORT = 6379  # this machine's shared Redis: RQ's tests must never reach it
+
+sys.path.append(os.environ["RQ_SUITE_PROJECT"])  # the worker class comes from the project (after RQ's tests/)
+
+
+def point_redis_defaults_at(port):
+    """Make `Redis()` with no port (RQ's tests use it) talk to our server instead of 6379."""
+    init = inspect.unwrap(redis.Redis.__init__)  # redis-py wraps it in a deprecation decorator
+    names = init.__code__.co_varnames[1 : init.__code__.co_argcount]
+    defaults = list(init.__defaults__)
+    defaults[names[-len(defaults) :].index("port")] = port
+    init.__defaults__ = tuple(defaults)
+
+
+def refuse_the_shared_redis():
+    """Fail any connection to port 6379 loudly instead of touching the shared server."""
+    connect = redis.connection.AbstractConnection.connect
+
+    def guarded(self, *args, **kwargs):
+        if getattr(self, "port", None) == SHARED_PORT:
+            raise RuntimeError("RQ's test suite tried to reach the shared Redis on 6379")
+        return connect(self, *args, **kwargs)
+
+    redis.connection.AbstractConnection.connect = guarded
+
+
+def substitute_worker_class(dotted):
+    """Resolve rq.Worker and rq.SimpleWorker (every name the tests import them by) to our class."""
+    import rq
+    import rq.worker
+
+    module, _, name = dotted.rpartition(".")
+    worker_class = getattr(importlib.import_module(module), name)
+    for namespace in (rq, rq.worker):
+        namespace.Worker = namespace.SimpleWorker = worker_class
+    return worker_class
+
+
+point_redis_defaults_at(PORT)
+refuse_the_shared_redis()
+WORKER_CLASS = substitute_worker_class(os.environ["RQ_SUITE_WORKER_CLASS"])
+
+
+def expected_failures():
+    """The checked-in list: `test node id  # reason`, one a line."""
+    listed = {}
+    path = Path(os.environ["RQ_SUITE_EXPECTED_FAILURES"])
+    for line in path.read_text().splitlines():
+        node, _, reason = line.partition("#")
+        if node.strip():
+            listed[node.strip()] = reason.strip()
+    return listed
+
+
+def pytest_report_header(config):
+    """Say which worker class stands in for RQ's."""
+    return (
+        f"RQ's Worker and SimpleWorker are {WORKER_CLASS.__module__}.{WORKER_CLASS.__qualname__}; Redis on port {PORT}"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each listed test as a strict expected failure: a test that passes must leave the list."""
+    listed = expected_failures()
+    for item in items:
+        reason = listed.pop(item.nodeid, None)
+        if reason is not None:
+            item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+    if listed and os.environ.get("RQ_SUITE_ALL_MODULES"):  # a narrowed run leaves other entries unmatched
+        raise pytest.UsageError(f"expected-failure entries that match no test: {sorted(listed)}")
