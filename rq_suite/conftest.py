@@ -3,6 +3,7 @@
 import importlib
 import inspect
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -37,6 +38,27 @@ def refuse_the_shared_redis():
     redis.connection.AbstractConnection.connect = guarded
 
 
+def refuse_to_kill_the_test_run():
+    """Turn a SIGKILL of the pytest process (the pid a test took for a work horse's) into an error in the sender.
+
+    A threaded worker has no work horse: a job's os.getpid() is pytest's own, and RQ's tests
+    that SIGKILL "the horse" would end the whole run. Forked helper processes inherit this.
+    """
+    runner_pid, kill, killpg = os.getpid(), os.kill, os.killpg
+
+    def guarded_kill(pid, sig):
+        if pid <= 0 or (pid == runner_pid and sig == signal.SIGKILL):
+            raise RuntimeError(f"refused: signal {sig} to pid {pid} would end the test run (no work horse here)")
+        return kill(pid, sig)
+
+    def guarded_killpg(pgid, sig):
+        if pgid == os.getpgid(runner_pid):
+            raise RuntimeError(f"refused: signal {sig} to the test run's process group {pgid}")
+        return killpg(pgid, sig)
+
+    os.kill, os.killpg = guarded_kill, guarded_killpg
+
+
 def substitute_worker_class(dotted):
     """Resolve rq.Worker and rq.SimpleWorker (every name the tests import them by) to our class."""
     import rq
@@ -51,6 +73,7 @@ def substitute_worker_class(dotted):
 
 point_redis_defaults_at(PORT)
 refuse_the_shared_redis()
+refuse_to_kill_the_test_run()
 WORKER_CLASS = substitute_worker_class(os.environ["RQ_SUITE_WORKER_CLASS"])
 
 

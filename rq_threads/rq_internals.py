@@ -18,11 +18,17 @@ Used (attributes and helpers below).
 
 from rq.callbacks import execute_stopped_callback as _execute_stopped_callback
 from rq.utils import now
+from rq.worker import BaseWorker
 
 
 def execute_stopped_callback(job, death_penalty_class):
     """rq.callbacks.execute_stopped_callback: run a job's on_stopped with its timeout, as RQ's forking worker does."""
     return _execute_stopped_callback(job, death_penalty_class)
+
+
+def finalize_failure(worker, job, queue, execution, exc_info):
+    """BaseWorker._finalize_failure: RQ's own handling of a job that raised (on_failure, handlers, retry or failed)."""
+    return BaseWorker._finalize_failure(worker, job, queue, execution, exc_info)
 
 
 def mark_stopped(worker, job_id):

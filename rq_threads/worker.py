@@ -7,11 +7,10 @@ from rq.command import parse_payload
 from rq.exceptions import StopRequested
 from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
-from rq.timeouts import TimerDeathPenalty
 from rq.worker import BaseWorker, WorkerStatus
 
 from rq_threads import rq_internals
-from rq_threads.running import JobKilled, JobStopped, RunningJob
+from rq_threads.running import JobKilled, JobStopped, RunningJob, ThreadDeathPenalty
 from rq_threads.scheduler import ThreadScheduler, unreadable
 
 
@@ -24,8 +23,9 @@ class ThreadPoolWorker(BaseWorker):
     network (mail, HTTP) release the GIL, so 25 threads keep 25 of them in flight.
     """
 
-    # SIGALRM reaches the main thread only: RQ's timer-based death penalty raises in the job's thread.
-    death_penalty_class = TimerDeathPenalty
+    # SIGALRM reaches the main thread only: RQ's timer-based death penalty raises in the job's thread,
+    # and this one also records the timeout when it falls due (running.ThreadDeathPenalty).
+    death_penalty_class = ThreadDeathPenalty
     concurrency = 25
     # How long a cold shutdown (a second SIGINT/SIGTERM) waits for stopped jobs to wind down.
     cold_shutdown_timeout = 5
@@ -41,6 +41,7 @@ class ThreadPoolWorker(BaseWorker):
         self.helper_threads = []
         self.thread_scheduler = None
         self.cold_shutdown = False
+        self.tearing_down = False
         self.failure_lock = threading.Lock()  # RQ's failure handling reads one "stopped job" attribute
 
     # --- the work loop -------------------------------------------------------------------------
@@ -70,7 +71,7 @@ class ThreadPoolWorker(BaseWorker):
 
     def execute_job(self, job, queue):
         """Start the job in a thread, then return once a slot is free for the next one."""
-        running = RunningJob(job, queue, self.prepare_execution(job))
+        running = RunningJob(self, job, queue, self.prepare_execution(job))
         running.wrap_perform()
         running.thread = threading.Thread(target=self.run_job, args=(running,), name=f"rq-job-{job.id}", daemon=True)
         with self.running_changed:
@@ -83,7 +84,7 @@ class ThreadPoolWorker(BaseWorker):
     def run_job(self, running):
         """RQ's life cycle for one job, then free its slot."""
         try:
-            self.perform_job(running.job, running.queue, running.execution)
+            running.run(self.perform_job)
         finally:
             with self.running_changed:
                 self.running.pop(running.execution.id, None)
@@ -186,7 +187,7 @@ class ThreadPoolWorker(BaseWorker):
         A function blocked in a call (a socket read, time.sleep) stops when that call returns;
         its slot stays taken until then. A job whose function already returned runs on.
         """
-        if not running.stop(JobStopped):
+        if not running.stop(JobStopped, record_now=True):
             return
         job, queue, execution = running.job, running.queue, running.execution
         self.log.warning("Worker %s: job %s stopped by user, moving job to FailedJobRegistry", self.name, job.id)
@@ -208,6 +209,19 @@ class ThreadPoolWorker(BaseWorker):
     def wait_for_horse(self):
         """Nothing to wait for: the jobs' threads are joined by teardown()."""
         return None, None, None
+
+    def record_timeout(self, running, exception_class, message):
+        """A job's function ran past its timeout: RQ's failure path now (retry or failed registry), from the timer thread."""
+        error = exception_class(message)
+        self.log.warning(
+            "Worker %s: job %s timed out; recorded now, its thread ends at its next instruction",
+            self.name,
+            running.job.id,
+        )
+        rq_internals.finalize_failure(
+            self, running.job, running.queue, running.execution, (exception_class, error, None)
+        )
+        self.set_state(WorkerStatus.IDLE)  # busy only if another job runs
 
     def _finalize_failure(self, job, queue, execution, exc_info):
         """RQ's failure handling, except for a job whose stop was recorded already (stop_running_job) or comes now."""
@@ -246,12 +260,14 @@ class ThreadPoolWorker(BaseWorker):
         self.cold_shutdown = True
         for running in list(self.running.values()):
             running.stop(JobKilled)
-        raise SystemExit()
+        if not self.tearing_down:  # teardown() is waiting for the jobs: it raises SystemExit once they ended
+            raise SystemExit()
 
     # --- shutdown --------------------------------------------------------------------------------
 
     def teardown(self):
         """Wait for the running jobs (a warm shutdown), then RQ's teardown: the worker is unregistered in any case."""
+        self.tearing_down = True
         try:
             self.wait_for_running_jobs()
         finally:
@@ -259,6 +275,9 @@ class ThreadPoolWorker(BaseWorker):
             for thread in self.helper_threads:
                 thread.join(timeout=5)
             super().teardown()
+            self.tearing_down = False
+        if self.cold_shutdown:
+            raise SystemExit()  # as RQ's cold shutdown: work() does not return
 
     def wait_for_running_jobs(self):
         """Until every job thread ended; after a cold shutdown at most cold_shutdown_timeout seconds."""
