@@ -18,12 +18,13 @@ sys.path.append(os.environ["RQ_SUITE_PROJECT"])  # the worker class comes from t
 
 
 def point_redis_defaults_at(port):
-    """Make `Redis()` with no port (RQ's tests use it) talk to our server instead of 6379."""
-    init = inspect.unwrap(redis.Redis.__init__)  # redis-py wraps it in a deprecation decorator
-    names = init.__code__.co_varnames[1 : init.__code__.co_argcount]
-    defaults = list(init.__defaults__)
-    defaults[names[-len(defaults) :].index("port")] = port
-    init.__defaults__ = tuple(defaults)
+    """Make `Redis()` and `Connection()` with no port (RQ's tests use both) talk to our server instead of 6379."""
+    for function in (redis.Redis.__init__, redis.connection.Connection.__init__):
+        init = inspect.unwrap(function)  # redis-py wraps Redis.__init__ in a deprecation decorator
+        names = init.__code__.co_varnames[1 : init.__code__.co_argcount]
+        defaults = list(init.__defaults__)
+        defaults[names[-len(defaults) :].index("port")] = port
+        init.__defaults__ = tuple(defaults)
 
 
 def refuse_the_shared_redis():
@@ -86,6 +87,19 @@ def expected_failures():
         if node.strip():
             listed[node.strip()] = reason.strip()
     return listed
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item):
+    """Stop what a test left running (a worker pool whose test failed before stopping it takes the next tests' jobs)."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=3)
+    for child in alive:
+        child.kill()
 
 
 def pytest_report_header(config):

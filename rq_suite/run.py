@@ -163,9 +163,8 @@ def main(argv):
             "RQ_SUITE_WORKER_CLASS": os.environ.get("RQ_SUITE_WORKER_CLASS", WORKER_CLASS),
             "RQ_SUITE_EXPECTED_FAILURES": str(HERE / "expected_failures.txt"),
             "PYTHONPATH": str(top),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # RQ's tests run `rqworker`
             "RUN_SLOW_TESTS_TOO": "1",  # RQ's slow tests are the shutdown and timeout ones: the worker's contract
-            # If the app's worker class is chosen, its own Redis settings name our server too.
-            **{name: f"redis://127.0.0.1:{port}/31" for name in ("REDIS_URL", "RQ_REDIS_URL")},
         }
         if not modules:
             env["RQ_SUITE_ALL_MODULES"] = "1"

@@ -21,6 +21,10 @@ class ThreadScheduler(RQScheduler):
         self.worker = worker
         self.retry_locks_every = retry_locks_every
 
+    def start(self):
+        """Nothing to start: the worker's thread runs this scheduler (RQ's start() forks a process for it)."""
+        return None
+
     def run(self, stopping):
         """Until `stopping` is set: take the queues' locks, keep them, move due jobs; then let the locks go."""
         self.register_birth()

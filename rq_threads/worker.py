@@ -7,6 +7,7 @@ from rq.command import parse_payload
 from rq.exceptions import StopRequested
 from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
+from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 
 from rq_threads import rq_internals
@@ -37,6 +38,7 @@ class ThreadPoolWorker(BaseWorker):
             self.concurrency = concurrency
         self.running = {}  # execution id -> RunningJob
         self.running_changed = threading.Condition()
+        self.jobs_ended = 0
         self.stopping = threading.Event()
         self.helper_threads = []
         self.thread_scheduler = None
@@ -59,6 +61,7 @@ class ThreadPoolWorker(BaseWorker):
                 worker=self,
                 retry_locks_every=self.maintenance_interval,
             )
+            self.scheduler = self.thread_scheduler  # what RQ's worker and its users look at
             self.helper_threads.append(
                 threading.Thread(
                     target=self.thread_scheduler.run, args=(self.stopping,), name="rq-scheduler", daemon=True
@@ -69,6 +72,7 @@ class ThreadPoolWorker(BaseWorker):
         # In burst mode RQ's own one-round scheduler runs (no process is started for it).
         return super().work(burst, *args, with_scheduler=with_scheduler and burst, **kwargs)
 
+    # --8<-- [start:threads]
     def execute_job(self, job, queue):
         """Start the job in a thread, then return once a slot is free for the next one."""
         running = RunningJob(self, job, queue, self.prepare_execution(job))
@@ -85,12 +89,35 @@ class ThreadPoolWorker(BaseWorker):
         """RQ's life cycle for one job, then free its slot."""
         try:
             running.run(self.perform_job)
+        except BaseException:  # RQ's bookkeeping itself raised: what a forking worker sees as a dead horse
+            self.log.exception("Worker %s: the thread of job %s crashed", self.name, running.job.id)
+            self.fail_crashed_job(running)
         finally:
             with self.running_changed:
                 self.running.pop(running.execution.id, None)
+                self.jobs_ended += 1  # what a job makes ready (dependents, retries) is on the queue by now
                 if self.get_state() == WorkerStatus.BUSY:
                     self.set_state(WorkerStatus.IDLE)  # stays busy while another job runs
                 self.running_changed.notify_all()
+
+    # --8<-- [end:threads]
+
+    def fail_crashed_job(self, running):
+        """A job whose thread died outside its function: failed (or retried) unless it got to an end already."""
+        job = running.job
+        try:
+            if job.get_status(refresh=True) in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED):
+                return
+            job.ended_at = now()
+            self.handle_job_failure(
+                job, running.queue, exc_string="Job thread terminated unexpectedly", execution=running.execution
+            )
+        except Exception:  # Redis away: RQ's abandoned-job cleanup finds the job later
+            self.log.exception("Worker %s: could not record the failure of job %s", self.name, job.id)
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        """RQ's heartbeat; a job's thread (RQ's prepare_job_execution) never shortens the worker's own TTL below RQ's."""
+        super().heartbeat(max(timeout or 0, self.worker_ttl + 60), pipeline=pipeline)
 
     def set_state(self, state, pipeline=None):
         """RQ's states, except that a worker with any job in flight (not stopped) reads busy (rq info, rq-dashboard)."""
@@ -107,12 +134,13 @@ class ThreadPoolWorker(BaseWorker):
         idle_since = time.monotonic()
         while True:
             if timeout is None:
+                ended_before = self.jobs_ended
                 result = self.dequeue_readable(None, max_idle_time)
-                if result is not None or not self.wait_for_a_running_job():
+                if result is not None or not self.wait_for_a_job_to_end(ended_before):
                     return result
                 continue
             result = self.dequeue_readable(1, max_idle_time=1)
-            if result is not None or self._stop_requested:
+            if result is not None or rq_internals.stop_requested(self):
                 return result
             if max_idle_time is not None and not self.running and time.monotonic() - idle_since >= max_idle_time:
                 return None
@@ -120,13 +148,12 @@ class ThreadPoolWorker(BaseWorker):
                 idle_since = time.monotonic()
             self.check_for_suspension(False)
 
-    def wait_for_a_running_job(self):
-        """Block until some running job ends; False at once if none runs."""
+    def wait_for_a_job_to_end(self, ended_before):
+        """Block until a job ends after `ended_before` jobs had ended (True), or say at once that none runs (False)."""
         with self.running_changed:
-            if not self.running:
-                return False
-            count = len(self.running)
-            while self.running and len(self.running) >= count:
+            while self.jobs_ended == ended_before:
+                if not self.running:
+                    return False
                 self.running_changed.wait(1)
             return True
 
@@ -187,19 +214,29 @@ class ThreadPoolWorker(BaseWorker):
         A function blocked in a call (a socket read, time.sleep) stops when that call returns;
         its slot stays taken until then. A job whose function already returned runs on.
         """
-        if not running.stop(JobStopped, record_now=True):
-            return
-        job, queue, execution = running.job, running.queue, running.execution
+        if running.stop(JobStopped, record_now=True):
+            self._handle_stopped_job(running.job, running.queue, running.execution)
+            self.set_state(WorkerStatus.IDLE)  # busy only if another job runs
+
+    def _handle_stopped_job(self, job, queue, execution):
+        """Record a job stopped on request, as RQ's forking Worker does: on_stopped runs, then STOPPED in the failed registry.
+
+        A raising on_stopped callback is logged and does not keep the job from being recorded.
+        """
         self.log.warning("Worker %s: job %s stopped by user, moving job to FailedJobRegistry", self.name, job.id)
         self.handle_execution_ended(job, queue, job.stopped_callback_timeout)
         try:
             rq_internals.execute_stopped_callback(job, self.death_penalty_class)
         except Exception:
             self.log.exception("Worker %s: stopped callback for job %s raised", self.name, job.id)
-        self.handle_job_failure(
-            job, queue=queue, exc_string="Job stopped by user, its thread stopped.", execution=execution
-        )
-        self.set_state(WorkerStatus.IDLE)  # busy only if another job runs
+        with self.failure_lock:
+            rq_internals.mark_stopped(self, job.id)
+            try:
+                super().handle_job_failure(
+                    job, queue=queue, exc_string="Job stopped by user, its thread stopped.", execution=execution
+                )
+            finally:
+                rq_internals.mark_stopped(self, None)
 
     def kill_horse(self, sig=None):
         """kill-horse: every running job fails as if its horse died (a thread cannot be killed: at its next Python instruction)."""
@@ -230,26 +267,13 @@ class ThreadPoolWorker(BaseWorker):
             return None
         if running is not None and running.stopped_by_command:  # stopped before its function started
             running.finalized = True
-            self.handle_execution_ended(job, queue, job.stopped_callback_timeout)
-            try:
-                rq_internals.execute_stopped_callback(job, self.death_penalty_class)
-            except Exception:
-                self.log.exception("Worker %s: stopped callback for job %s raised", self.name, job.id)
-            self.handle_job_failure(
-                job, queue=queue, exc_string="Job stopped by user, its thread stopped.", execution=execution
-            )
-            return None
+            return self._handle_stopped_job(job, queue, execution)
         return super()._finalize_failure(job, queue, execution, exc_info)
 
     def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):
-        """RQ's failure handling; RQ tells a stopped job from a failed one by one attribute, so one thread at a time."""
-        running = self.running.get(execution.id) if execution else None
+        """RQ's failure handling; RQ reads one "stopped job" attribute for all threads, so one thread at a time here."""
         with self.failure_lock:
-            rq_internals.mark_stopped(self, job.id if running is not None and running.stopped_by_command else None)
-            try:
-                return super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
-            finally:
-                rq_internals.mark_stopped(self, None)
+            return super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
 
     def request_force_stop(self, signum, frame):
         """A second SIGINT/SIGTERM (cold shutdown): cut every running job; each goes through RQ's failure path (retried)."""
@@ -278,6 +302,16 @@ class ThreadPoolWorker(BaseWorker):
             self.tearing_down = False
         if self.cold_shutdown:
             raise SystemExit()  # as RQ's cold shutdown: work() does not return
+
+    def unsubscribe(self):
+        """RQ's, except that the pubsub thread is told to stop first, so the reply to UNSUBSCRIBE ends its wait.
+
+        In RQ's order, the reply can arrive before the stop flag is set, the thread waits for the
+        next message again, and the worker exits a second late (the join's timeout).
+        """
+        if self.pubsub_thread:
+            self.pubsub_thread.stop()
+        super().unsubscribe()
 
     def wait_for_running_jobs(self):
         """Until every job thread ended; after a cold shutdown at most cold_shutdown_timeout seconds."""
