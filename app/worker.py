@@ -70,7 +70,11 @@ class MailWorker(ThreadPoolWorker):
     # --8<-- [end:worker]
 
     def handle_unreadable_job(self, job_id, queue, exc, registry=None):
-        """Replace an undecodable job hash by a readable failed job that says why (the raw hash is kept)."""
+        """Replace an undecodable job hash by a readable failed job that says why (the raw hash is kept).
+
+        RQ internals used here: the job hash's key (Job.key_for), renamed out of RQ's way, and
+        Result.create_failure, the result rq-dashboard shows for a failed job.
+        """
         reason = f"unreadable job {job_id}: {type(exc).__name__}: {exc}"
         self.log.error("Worker %s: %s (raw hash kept under mail:unreadable:%s)", self.name, reason, job_id)
         job_key, ttl = self.job_class.key_for(job_id), flask_app.config["MAIL_FAILURE_TTL"]
