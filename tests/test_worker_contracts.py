@@ -190,3 +190,45 @@ def test_an_unreadable_job_in_the_started_registry_does_not_stop_the_worker(app,
     assert StartedJobRegistry(queue=queue).get_job_ids(cleanup=False) == []
     worker.process.send_signal(signal.SIGTERM)
     assert worker.process.wait(timeout=30) == 0
+
+
+def sleep_then_mark(seconds, key):
+    """A job that waits in a blocking call, then writes `key`: what it does after the call shows whether it ran on."""
+    from rq import get_current_job
+
+    time.sleep(seconds)
+    get_current_job().connection.set(key, "ran on")
+
+
+def note_stopped(job, connection):
+    """An on_stopped callback: leaves a mark for the test."""
+    connection.set(f"stopped:{job.id}", "yes")
+
+
+def test_stop_job_runs_on_stopped_at_once_and_the_job_never_takes_its_next_step(redis_url):
+    """rq_threads in-process: STOPPED and on_stopped while the job still sleeps; after the sleep it stops, not writes."""
+    import threading
+
+    from redis import Redis
+    from rq import Callback, Queue
+
+    from rq_threads import ThreadPoolWorker
+
+    connection = Redis.from_url(redis_url)
+    queue = Queue("stoppable", connection=connection)
+    job = queue.enqueue(sleep_then_mark, 2, "after-sleep", on_stopped=Callback(note_stopped))
+    seen = {}
+
+    def stop_it():
+        wait_for(lambda: job.get_status(refresh=True) == JobStatus.STARTED, timeout=10, message="the job to start")
+        send_stop_job_command(connection, job.id)
+        wait_for(lambda: connection.exists(f"stopped:{job.id}"), timeout=1, message="on_stopped")
+        seen["status while its thread sleeps"] = job.get_status(refresh=True)
+
+    helper = threading.Thread(target=stop_it)
+    helper.start()
+    ThreadPoolWorker([queue], connection=connection).work(burst=True, logging_level="WARNING")
+    helper.join(timeout=10)
+    assert seen == {"status while its thread sleeps": JobStatus.STOPPED}
+    assert not connection.exists("after-sleep")  # the job stopped at its next instruction after the sleep
+    assert job.id in FailedJobRegistry(queue=queue)
