@@ -4,6 +4,7 @@
     python3 dev.py          set up, then run web + worker + mail catcher (+ Redis if none fit answers)
     python3 dev.py --workers 2   the same with two worker processes
     python3 dev.py test     set up, then run the whole test suite (extra args go to pytest)
+    python3 dev.py test-rq  set up, then run RQ's own test suite against our worker (rq_suite/run.py)
     python3 dev.py setup    only set up: .venv, pinned requirements, database schema
 
 Uses the standard library only, because it runs before the virtualenv exists.
@@ -235,6 +236,13 @@ def test(pytest_args):
     os.execve(str(PYTHON), [str(PYTHON), "-m", "pytest", *pytest_args], env)
 
 
+def test_rq(args):
+    """Set up the virtualenv, then run RQ's own tests, at the pinned version, against rq_threads (rq_suite/run.py)."""
+    ensure_venv()
+    os.chdir(ROOT)
+    os.execve(str(PYTHON), [str(PYTHON), str(ROOT / "rq_suite" / "run.py"), *args], project_env())
+
+
 def worker_count(options):
     """`--workers N` (default 1): how many worker processes to run."""
     if not options:
@@ -252,6 +260,8 @@ def main(argv):
         up(workers=worker_count(options))
     elif command == "test":
         test(argv[1:])
+    elif command == "test-rq":
+        test_rq(argv[1:])
     elif command == "setup":
         setup(project_env())
     else:

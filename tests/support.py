@@ -158,6 +158,7 @@ class ScriptedMaildirHandler(MaildirHandler):
         self.always_refuse = None  # an answer for every DATA command
         self.delay = 0.0  # seconds to wait before accepting each recipient
         self.rcpts_seen = 0
+        self.rcpts_answered = 0  # RCPT commands answered (after `delay`)
         self.attempts = 0
         self.sessions = set()  # SMTP sessions (connections) that sent DATA
         self.unknown_addresses = set()  # recipients refused with 550 at RCPT
@@ -171,6 +172,8 @@ class ScriptedMaildirHandler(MaildirHandler):
             self.rcpts_seen += 1
         if self.delay:
             await asyncio.sleep(self.delay)
+        with self.lock:
+            self.rcpts_answered += 1
         if address in self.unknown_addresses:
             return "550 5.1.1 No such user here"
         envelope.rcpt_tos.append(address)

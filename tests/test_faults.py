@@ -224,7 +224,7 @@ def test_double_submit_one_user_one_mail(app, smtp_server, run_worker, fault_rep
 
 # --- N mails in flight (the Procfile's worker runs WORKER_CONCURRENCY = 25 jobs at once) ---
 
-IN_FLIGHT = 10
+IN_FLIGHT = 25  # WORKER_CONCURRENCY: every slot of the worker busy at once
 
 
 def sign_up_many(app, count=IN_FLIGHT):
@@ -262,12 +262,31 @@ def test_sigterm_with_many_mails_in_flight_finishes_them_all_then_exits(app, smt
     # What `rq info` and rq-dashboard read: one worker, running all of them.
     (registered,) = Worker.all(connection=queue.connection)
     assert len(registered.get_current_executions()) == IN_FLIGHT
+    assert registered.get_state() == "busy"
     assert StartedJobRegistry(queue=queue).count == IN_FLIGHT
     worker.sigterm()
     assert worker.process.wait(timeout=60) == 0
     assert "warm shut down" in worker.output().lower()
     row = report(fault_report, f"worker SIGTERM with {IN_FLIGHT} mails in flight", IN_FLIGHT, smtp_server.messages, 0)
     assert row["delivered"] == IN_FLIGHT and row["duplicates"] == 0
+
+
+def test_many_in_flight_4xx_are_retried_and_5xx_failed_each_with_its_reason(app, smtp_server, worker_env, start_worker):
+    """25 at once: the first answer to each is 451 (retried, then sent once) or 550 for half the addresses (failed, named)."""
+    refused = {f"user{n}@example.com" for n in range(0, IN_FLIGHT, 2)}
+    smtp_server.handler.unknown_addresses = refused
+    smtp_server.handler.refusals = ["451 4.3.0 Try again later"] * (IN_FLIGHT - len(refused))
+    smtp_server.handler.delay = 0.5  # all of them in flight together
+    start_worker(worker_env)
+    sign_up_many(app)
+    registry = FailedJobRegistry(queue=mailers_queue(app))
+    wait_for(lambda: registry.count == len(refused), timeout=60, message="the 550s in the failed registry")
+    smtp_server.wait_for_messages(IN_FLIGHT - len(refused), timeout=60)
+    time.sleep(3)  # a duplicate or a late retry would show here
+    assert sorted(m["To"] for m in smtp_server.messages) == sorted({f"user{n}@example.com" for n in range(IN_FLIGHT)} - refused)
+    for job_id in registry.get_job_ids():
+        reason = Job.fetch(job_id, connection=registry.connection, serializer=JSONSerializer).latest_result().exc_string
+        assert "PermanentMailError" in reason and "550" in reason and any(address in reason for address in refused)
 
 
 def test_a_job_over_its_timeout_fails_and_the_worker_goes_on(app, client, smtp_server, worker_env, start_worker):

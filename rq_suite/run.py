@@ -1,0 +1,204 @@
+"""Run RQ's own test suite, at the version requirements.txt pins, against our worker class.
+
+    python3 dev.py test-rq                  the worker-facing modules (what .ci/run runs)
+    python3 dev.py test-rq test_commands.py -x   some modules, with pytest options
+
+Fetches RQ's sdist (`pip download --no-binary`) into .cache/rq-suite/, unpacks a fresh copy of
+its tests, starts a redis-server of its own on a free port, and runs pytest there with
+rq_suite/conftest.py: RQ's Worker and SimpleWorker become our class, every test listed in
+rq_suite/expected_failures.txt is a strict expected failure.
+"""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CACHE = ROOT / ".cache" / "rq-suite"
+WORKER_CLASS = "rq_threads.ThreadPoolWorker"
+
+# The worker-facing modules: worker, callbacks, dependencies, registries, retries, commands,
+# timeouts, scheduler, worker pool, CLI, and how a worker records what it runs.
+MODULES = [
+    "test_worker.py",
+    "test_callbacks.py",
+    "test_dependencies.py",
+    "test_job_dependency.py",
+    "test_registry.py",
+    "test_retry.py",
+    "test_commands.py",
+    "test_timeouts.py",
+    "test_scheduler.py",
+    "test_worker_pool.py",
+    "test_cli.py",
+    "test_intermediate_queue.py",
+    "test_executions.py",
+    "test_worker_registration.py",
+]
+
+
+def pinned_rq_version():
+    """The `rq==X` pin of requirements.txt."""
+    match = re.search(r"^rq==(\S+)", (ROOT / "requirements.txt").read_text(), re.MULTILINE)
+    if not match:
+        sys.exit("requirements.txt pins no rq==<version>")
+    return match.group(1)
+
+
+def fetch_sdist(version):
+    """RQ's source distribution (it has tests/, the wheel does not), downloaded once."""
+    sdist = CACHE / f"rq-{version}.tar.gz"
+    if not sdist.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"rq=={version}",
+                "--dest",
+                str(CACHE),
+            ],
+            check=True,
+        )
+    return sdist
+
+
+def unpack_tests(sdist, into):
+    """A fresh copy of the sdist's tests/ folder, with the Redis port RQ hard-codes left to the conftest."""
+    with tarfile.open(sdist) as archive:
+        members = [m for m in archive.getmembers() if "/tests/" in m.name or m.name.endswith("/pyproject.toml")]
+        archive.extractall(into, members=members, filter="data")
+    (top,) = Path(into).iterdir()
+    shutil.copy(HERE / "conftest.py", top / "tests" / "conftest.py")
+    return top
+
+
+def free_port():
+    """A free TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def point_tests_at(top, port):
+    """RQ's tests write `127.0.0.1:6379` and `Redis(db=5)` in places: make them name our port."""
+    for path in (top / "tests").glob("*.py"):
+        text = path.read_text()
+        patched = text.replace(":6379", f":{port}").replace("Redis(db=5)", f"Redis(port={port}, db=5)")
+        if patched != text:
+            path.write_text(patched)
+
+
+def start_redis(directory, port):
+    """A redis-server of our own with 32 databases (RQ's tests look for an empty one from db 4)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.support import redis_server_binary
+
+    process = subprocess.Popen(
+        [
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--databases",
+            "32",
+            "--dir",
+            str(directory),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(Path(directory) / "redis.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    sys.exit(f"redis-server did not start on port {port}")
+
+
+def main(argv):
+    """Fetch, unpack, start Redis, run pytest on the chosen modules; exit with pytest's code."""
+    modules = [arg for arg in argv if arg.endswith(".py") or "::" in arg]
+    options = [arg for arg in argv if arg not in modules]
+    version = pinned_rq_version()
+    sdist = fetch_sdist(version)
+    with tempfile.TemporaryDirectory(prefix="rq-suite-") as workdir:
+        top = unpack_tests(sdist, Path(workdir) / "src")
+        port = free_port()
+        point_tests_at(top, port)
+        redis_dir = Path(workdir) / "redis"
+        redis_dir.mkdir()
+        server = start_redis(redis_dir, port)
+        env = {
+            **os.environ,
+            "RQ_SUITE_REDIS_PORT": str(port),
+            "RQ_SUITE_PROJECT": str(ROOT),
+            "RQ_SUITE_WORKER_CLASS": os.environ.get("RQ_SUITE_WORKER_CLASS", WORKER_CLASS),
+            "RQ_SUITE_EXPECTED_FAILURES": str(HERE / "expected_failures.txt"),
+            "PYTHONPATH": str(top),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # RQ's tests run `rqworker`
+            "RUN_SLOW_TESTS_TOO": "1",  # RQ's slow tests are the shutdown and timeout ones: the worker's contract
+        }
+        if not modules:
+            env["RQ_SUITE_ALL_MODULES"] = "1"
+        print(
+            f"==> RQ {version}'s tests ({len(modules or MODULES)} modules) against {env['RQ_SUITE_WORKER_CLASS']}, Redis on {port}",
+            flush=True,
+        )
+        try:
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-p",
+                    "no:cacheprovider",
+                    *([] if "-v" in options else ["-q"]),
+                    "-rfEX",
+                    "--timeout",
+                    "90",
+                    *[f"tests/{m}" for m in modules or MODULES],
+                    *options,
+                ],
+                cwd=top,
+                env=env,
+                check=False,
+                start_new_session=True,  # a test that signals its process group reaches pytest, not this runner
+            )
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    if result.returncode < 0:
+        print(f"==> pytest was killed by signal {-result.returncode}", flush=True)
+    return result.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

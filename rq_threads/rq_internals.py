@@ -1,0 +1,76 @@
+"""Every RQ internal that rq_threads touches, in one place, each with why (checked against the pinned rq).
+
+RQ documents a custom Worker class and its `execute_job` as the place to extend the worker.
+A worker that runs jobs in threads also needs what is listed here; RQ's own test suite, at the
+pinned version (rq_suite/, `python3 dev.py test-rq`), checks that it still holds.
+
+Overridden, private:
+- `BaseWorker._finalize_failure(job, queue, execution, exc_info)`: RQ's perform_job sends every
+  job that raised there; a job stopped on request must instead end STOPPED with on_stopped,
+  and one whose stop or timeout the worker recorded already must not be recorded twice.
+- `_handle_stopped_job(job, queue, execution)`: not BaseWorker's but RQ's forking Worker's
+  name for "record a stopped job"; ours does the same, and RQ's suite calls it by that name.
+
+Overridden, public but undocumented (BaseWorker methods the forking Worker also replaces):
+`kill_horse`, `wait_for_horse`, `request_stop_execution`, `request_force_stop` (cold shutdown),
+`handle_payload` (RQ's stop-job handler compares the job id with one current job only),
+`dequeue_job_and_maintain_ttl` (burst mode, slices), `clean_registries`, `set_state`, `teardown`,
+`handle_job_failure` (serialised: it reads one "stopped job" attribute for all threads).
+
+Called, public but undocumented: `prepare_execution` and `perform_job` (each job's life cycle,
+from its thread), `maintain_heartbeats`, `handle_execution_ended`, `rq.command.parse_payload`,
+`rq.exceptions.StopRequested`, `StartedJobRegistry.get_expired_job_ids` and `parse_job_id`,
+`ScheduledJobRegistry.get_jobs_to_schedule`, and RQScheduler's `acquire_locks`,
+`should_reacquire_locks`, `acquired_locks`, `heartbeat`, `enqueue_scheduled_jobs`, `stop`,
+`register_birth` (the loop of RQScheduler.work(), which installs signal handlers a thread cannot
+install); RQScheduler.start() is overridden to do nothing, as RQ's worker calls it to fork one.
+
+Read or written, private: the helpers below.
+"""
+
+from rq.callbacks import execute_stopped_callback as _execute_stopped_callback
+from rq.utils import now
+from rq.worker import BaseWorker
+
+
+def execute_stopped_callback(job, death_penalty_class):
+    """rq.callbacks.execute_stopped_callback: run a job's on_stopped with its timeout, as RQ's forking worker does."""
+    return _execute_stopped_callback(job, death_penalty_class)
+
+
+def finalize_failure(worker, job, queue, execution, exc_info):
+    """BaseWorker._finalize_failure: RQ's own handling of a job that raised (on_failure, handlers, retry or failed)."""
+    return BaseWorker._finalize_failure(worker, job, queue, execution, exc_info)
+
+
+def mark_stopped(worker, job_id):
+    """BaseWorker._stopped_job_id: what RQ's handle_job_failure reads to mark a job STOPPED (not FAILED, not retried)."""
+    worker._stopped_job_id = job_id
+
+
+def stop_requested(worker):
+    """BaseWorker._stop_requested: set by RQ's warm shutdown while the worker is busy; the dequeue slices look at it."""
+    return worker._stop_requested
+
+
+def within_a_second_of_the_first_signal(worker):
+    """BaseWorker._shutdown_requested_date: RQ ignores a second signal within 1 s of the first (a pool sends two)."""
+    first = worker._shutdown_requested_date
+    return first is not None and (now() - first).total_seconds() < 1
+
+
+def dequeue_error_job_id(exc):
+    """`job_id` that Queue._fetch_dequeued_job sets on an error raised while reading a dequeued job (None otherwise)."""
+    return getattr(exc, "job_id", None)
+
+
+def dequeue_error_queue(exc):
+    """`queue` that Queue._fetch_dequeued_job sets on the same error: the queue the job was taken from."""
+    return exc.queue
+
+
+def remove_registry_entries(registry, job_id, connection):
+    """Take a job id out of a registry; the started registry stores `job_id:execution_id` members, not the job id."""
+    members = [m for m in registry.connection.zrange(registry.key, 0, -1) if registry.parse_job_id(m) == job_id]
+    if members:
+        connection.zrem(registry.key, *members)

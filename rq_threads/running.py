@@ -1,0 +1,131 @@
+"""One job running in a thread of its own, and how it is stopped: at its next Python instruction."""
+
+import ctypes
+import threading
+
+from rq.timeouts import TimerDeathPenalty
+
+# The RunningJob whose thread this is (set by the job's own thread, read by its death penalty).
+this_thread = threading.local()
+
+
+class JobStopped(BaseException):
+    """Raised in a job's thread by stop-job or stop-execution: the job ends STOPPED, on_stopped runs, no retry.
+
+    A BaseException, like the KeyboardInterrupt it stands for, so that a job's own
+    `except Exception` does not swallow it.
+    """
+
+
+class JobKilled(BaseException):
+    """Raised in a job's thread by kill-horse or a cold shutdown: the job fails (and is retried if it may be).
+
+    What happens to a job whose work horse RQ kills.
+    """
+
+
+def raise_in_thread(thread_id, exception_class):
+    """Have `exception_class` raised in another thread at its next Python instruction (CPython's async exception)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exception_class))
+
+
+def clear_pending_in_this_thread():
+    """Drop an async exception set for this thread that has not been raised yet."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.get_ident()), None)
+
+
+class RunningJob:
+    """A job, its execution and its thread; knows whether the job's function is running right now."""
+
+    def __init__(self, worker, job, queue, execution):
+        """Nothing runs yet: the thread is started by the worker."""
+        self.worker, self.job, self.queue, self.execution = worker, job, queue, execution
+        self.thread = None
+        self.lock = threading.Lock()
+        self.in_function = False
+        self.stop_with = None  # JobStopped or JobKilled, once a stop is asked for
+        self.finalized = False  # True once the worker recorded the stop: the thread's own outcome is dropped
+        self.started = False  # the function was entered
+
+    def stop(self, exception_class=JobStopped, record_now=False):
+        """Ask the job to stop: raised in its function if that runs now, else at its start (after its end: no effect).
+
+        With `record_now`, returns True if the function was running: the caller then records the
+        outcome at once, and the thread's own outcome, when its function gets there, is dropped.
+        """
+        with self.lock:
+            if self.stop_with is not None:
+                return False
+            if not self.in_function and self.started:
+                return False  # the function returned: too late, the job ends as it ended
+            self.stop_with = exception_class
+            if not self.in_function:
+                return False
+            raise_in_thread(self.thread.ident, exception_class)
+            self.finalized = record_now
+            return record_now
+
+    @property
+    def stopped_by_command(self):
+        """True if a stop command (not a cold shutdown) ended this job."""
+        return self.stop_with is JobStopped
+
+    def run(self, perform_job):
+        """In the job's own thread: `perform_job(job, queue, execution)`, with this thread known as this job's."""
+        this_thread.running = self
+        try:
+            return perform_job(self.job, self.queue, self.execution)
+        finally:
+            this_thread.running = None
+
+    def wrap_perform(self):
+        """Make `job.perform()` (called by RQ's perform_job in this thread) stoppable while it runs, and only then."""
+        perform = self.job.perform
+
+        def stoppable_perform():
+            with self.lock:
+                if self.stop_with is not None:
+                    raise self.stop_with()
+                self.in_function = self.started = True
+            try:
+                return perform()
+            finally:
+                with self.lock:
+                    self.in_function = False
+                    clear_pending_in_this_thread()  # a stop that was set but not raised yet ...
+                    stop_with = self.stop_with
+                if stop_with is not None:
+                    raise stop_with()  # ... is raised here, so a stop asked for while the function ran always counts
+
+        self.job.perform = stoppable_perform
+
+
+class ThreadDeathPenalty(TimerDeathPenalty):
+    """RQ's timer-based job timeout, which also records the timeout at the deadline.
+
+    Raised in the job's thread, the timeout takes effect at the thread's next Python
+    instruction; a thread blocked in a call (a socket read) gets there only when the call
+    returns. So the worker records the timeout (failed, or retried) when it falls due, and the
+    thread's outcome is dropped; its slot stays taken until the call returns.
+    """
+
+    def __init__(self, timeout, exception=None, **kwargs):
+        """RQ's arguments; remembers the running job of this thread (none in a callback or outside a worker)."""
+        if exception is None:
+            super().__init__(timeout, **kwargs)
+        else:
+            super().__init__(timeout, exception, **kwargs)
+        running = getattr(this_thread, "running", None)
+        self.running = running if running is not None and running.thread is threading.current_thread() else None
+
+    def handle_death_penalty(self):
+        """At the deadline: the worker records the timeout of a job's function; anything else, as RQ does."""
+        if self.running is None:
+            return super().handle_death_penalty()
+        if self.running.stop(self._exception, record_now=True):
+            message = f"Task exceeded maximum timeout value ({self._timeout} seconds)"
+            self.running.worker.record_timeout(self.running, self._exception, message)
+        return None
+
+
+__all__ = ["JobKilled", "JobStopped", "RunningJob", "ThreadDeathPenalty"]

@@ -1,0 +1,385 @@
+"""ThreadPoolWorker: RQ's worker loop, with each job run by RQ's perform_job in a thread of its own."""
+
+import threading
+import time
+
+from rq.command import parse_payload
+from rq.exceptions import StopRequested
+from rq.job import JobStatus
+from rq.registry import StartedJobRegistry
+from rq.utils import now
+from rq.worker import BaseWorker, WorkerStatus
+
+from rq_threads import rq_internals
+from rq_threads.running import JobKilled, JobStopped, RunningJob, ThreadDeathPenalty
+from rq_threads.scheduler import ThreadScheduler, unreadable
+
+
+class ThreadPoolWorker(BaseWorker):
+    """An RQ worker that runs up to `concurrency` jobs at once, each in a thread, in one process.
+
+    The main thread dequeues while a slot is free; each job thread runs RQ's own perform_job
+    (started registry, success, retries, failure, callbacks); one thread keeps the heartbeats of
+    every running job, and with `with_scheduler` one runs RQ's scheduler. Jobs that wait on the
+    network (mail, HTTP) release the GIL, so 25 threads keep 25 of them in flight.
+    """
+
+    # SIGALRM reaches the main thread only: RQ's timer-based death penalty raises in the job's thread,
+    # and this one also records the timeout when it falls due (running.ThreadDeathPenalty).
+    death_penalty_class = ThreadDeathPenalty
+    concurrency = 25
+    # How long a cold shutdown (a second SIGINT/SIGTERM) waits for stopped jobs to wind down.
+    cold_shutdown_timeout = 5
+
+    def __init__(self, queues, *args, concurrency=None, **kwargs):
+        """RQ's worker arguments, plus how many jobs may run at once."""
+        super().__init__(queues, *args, **kwargs)
+        if concurrency is not None:
+            self.concurrency = concurrency
+        self.running = {}  # execution id -> RunningJob
+        self.running_changed = threading.Condition()
+        self.jobs_ended = 0
+        self.stopping = threading.Event()
+        self.helper_threads = []
+        self.thread_scheduler = None
+        self.cold_shutdown = False
+        self.tearing_down = False
+        self.failure_lock = threading.Lock()  # RQ's failure handling reads one "stopped job" attribute
+
+    # --- the work loop -------------------------------------------------------------------------
+
+    def work(self, burst=False, *args, with_scheduler=False, **kwargs):
+        """RQ's work loop; the heartbeat thread and (with_scheduler, not burst) the scheduler thread live as long as it."""
+        self.stopping.clear()
+        self.cold_shutdown = False
+        self.helper_threads = [threading.Thread(target=self.keep_heartbeats, name="rq-heartbeats", daemon=True)]
+        if with_scheduler and not burst:
+            self.thread_scheduler = ThreadScheduler(
+                self.queues,
+                connection=self.connection,
+                serializer=self.serializer,
+                worker=self,
+                retry_locks_every=self.maintenance_interval,
+            )
+            self.scheduler = self.thread_scheduler  # what RQ's worker and its users look at
+            self.helper_threads.append(
+                threading.Thread(
+                    target=self.thread_scheduler.run, args=(self.stopping,), name="rq-scheduler", daemon=True
+                )
+            )
+        for thread in self.helper_threads:
+            thread.start()
+        # In burst mode RQ's own one-round scheduler runs (no process is started for it).
+        return super().work(burst, *args, with_scheduler=with_scheduler and burst, **kwargs)
+
+    # --8<-- [start:threads]
+    def execute_job(self, job, queue):
+        """Start the job in a thread, then return once a slot is free for the next one."""
+        running = RunningJob(self, job, queue, self.prepare_execution(job))
+        running.wrap_perform()
+        running.thread = threading.Thread(target=self.run_job, args=(running,), name=f"rq-job-{job.id}", daemon=True)
+        with self.running_changed:
+            self.running[running.execution.id] = running
+        running.thread.start()
+        with self.running_changed:
+            while len(self.running) >= self.concurrency:
+                self.running_changed.wait(1)
+
+    def run_job(self, running):
+        """RQ's life cycle for one job, then free its slot."""
+        try:
+            running.run(self.perform_job)
+        except BaseException:  # RQ's bookkeeping itself raised: what a forking worker sees as a dead horse
+            self.log.exception("Worker %s: the thread of job %s crashed", self.name, running.job.id)
+            self.fail_crashed_job(running)
+        finally:
+            with self.running_changed:
+                self.running.pop(running.execution.id, None)
+                self.jobs_ended += 1  # what a job makes ready (dependents, retries) is on the queue by now
+                if self.get_state() == WorkerStatus.BUSY:
+                    self.set_state(WorkerStatus.IDLE)  # stays busy while another job runs
+                self.running_changed.notify_all()
+
+    # --8<-- [end:threads]
+
+    def fail_crashed_job(self, running):
+        """A job whose thread died outside its function: failed (or retried) unless it got to an end already."""
+        job = running.job
+        try:
+            if job.get_status(refresh=True) in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED):
+                return
+            job.ended_at = now()
+            self.handle_job_failure(
+                job, running.queue, exc_string="Job thread terminated unexpectedly", execution=running.execution
+            )
+        except Exception:  # Redis away: RQ's abandoned-job cleanup finds the job later
+            self.log.exception("Worker %s: could not record the failure of job %s", self.name, job.id)
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        """RQ's heartbeat; a job's thread (RQ's prepare_job_execution) never shortens the worker's own TTL below RQ's."""
+        super().heartbeat(max(timeout or 0, self.worker_ttl + 60), pipeline=pipeline)
+
+    def set_state(self, state, pipeline=None):
+        """RQ's states, except that a worker with any job in flight (not stopped) reads busy (rq info, rq-dashboard)."""
+        if state == WorkerStatus.IDLE and any(not r.finalized for r in list(self.running.values())):
+            state = WorkerStatus.BUSY
+        super().set_state(state, pipeline=pipeline)
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        """RQ's dequeue, in one-second slices that look for `rq suspend` and a stop request between them.
+
+        Burst mode: when the queues are empty but jobs still run, wait for them (they may enqueue
+        dependents or retries) and look again; quit only when nothing runs and nothing is queued.
+        """
+        idle_since = time.monotonic()
+        while True:
+            if timeout is None:
+                ended_before = self.jobs_ended
+                result = self.dequeue_readable(None, max_idle_time)
+                if result is not None or not self.wait_for_a_job_to_end(ended_before):
+                    return result
+                continue
+            result = self.dequeue_readable(1, max_idle_time=1)
+            if result is not None or rq_internals.stop_requested(self):
+                return result
+            if max_idle_time is not None and not self.running and time.monotonic() - idle_since >= max_idle_time:
+                return None
+            if self.running:
+                idle_since = time.monotonic()
+            self.check_for_suspension(False)
+
+    def wait_for_a_job_to_end(self, ended_before):
+        """Block until a job ends after `ended_before` jobs had ended (True), or say at once that none runs (False)."""
+        with self.running_changed:
+            while self.jobs_ended == ended_before:
+                if not self.running:
+                    return False
+                self.running_changed.wait(1)
+            return True
+
+    def dequeue_readable(self, timeout, max_idle_time):
+        """RQ's dequeue, except that a job whose hash cannot be read goes to handle_unreadable_job and the worker goes on."""
+        while True:
+            try:
+                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            except StopRequested:
+                raise
+            except Exception as exc:
+                job_id = rq_internals.dequeue_error_job_id(exc)
+                if job_id is None:
+                    raise
+                self.handle_unreadable_job(job_id, rq_internals.dequeue_error_queue(exc), exc)
+
+    # --- heartbeats --------------------------------------------------------------------------------
+
+    def keep_heartbeats(self):
+        """Every job_monitoring_interval, tell Redis that the worker and each running job are alive."""
+        while not self.stopping.wait(self.job_monitoring_interval):
+            for running in list(self.running.values()):
+                try:
+                    self.maintain_heartbeats(running.job, running.execution)
+                except Exception:  # a job that just ended, Redis away: this thread must go on
+                    self.log.debug("heartbeat for job %s skipped", running.job.id, exc_info=True)
+
+    # --- stopping jobs: stop-job, stop-execution, kill-horse, cold shutdown ----------------------
+
+    def handle_payload(self, message):
+        """RQ's commands, for a worker that runs many jobs: stop-job finds its job among them all; kill-horse stops them."""
+        payload = parse_payload(message)
+        if payload.get("command") == "kill-horse":  # RQ's handler looks for a horse pid; there is none here
+            self.log.info("Worker %s: received kill horse command", self.name)
+            self.kill_horse()
+            return
+        if payload.get("command") == "stop-job":
+            self.log.debug("Worker %s: received command to stop job %s", self.name, payload.get("job_id"))
+            running = [r for r in list(self.running.values()) if r.job.id == payload.get("job_id")]
+            if not running:
+                self.log.warning("Worker %s: not working on job %s, command ignored.", self.name, payload.get("job_id"))
+            for one in running:
+                self.stop_running_job(one)
+            return
+        super().handle_payload(message)
+
+    def request_stop_execution(self, execution_id):
+        """stop-execution: stop that one execution, if it runs here."""
+        running = self.running.get(execution_id)
+        if running is None:
+            self.log.warning("Worker %s: not running execution %s, command ignored.", self.name, execution_id)
+            return
+        self.stop_running_job(running)
+
+    def stop_running_job(self, running):
+        """Stop one job: recorded STOPPED at once (on_stopped runs), its function stopped at its next Python instruction.
+
+        A function blocked in a call (a socket read, time.sleep) stops when that call returns;
+        its slot stays taken until then. A job whose function already returned runs on.
+        """
+        if running.stop(JobStopped, record_now=True):
+            self._handle_stopped_job(running.job, running.queue, running.execution)
+            self.set_state(WorkerStatus.IDLE)  # busy only if another job runs
+
+    def _handle_stopped_job(self, job, queue, execution):
+        """Record a job stopped on request, as RQ's forking Worker does: on_stopped runs, then STOPPED in the failed registry.
+
+        A raising on_stopped callback is logged and does not keep the job from being recorded.
+        """
+        self.log.warning("Worker %s: job %s stopped by user, moving job to FailedJobRegistry", self.name, job.id)
+        self.handle_execution_ended(job, queue, job.stopped_callback_timeout)
+        try:
+            rq_internals.execute_stopped_callback(job, self.death_penalty_class)
+        except Exception:
+            self.log.exception("Worker %s: stopped callback for job %s raised", self.name, job.id)
+        with self.failure_lock:
+            rq_internals.mark_stopped(self, job.id)
+            try:
+                super().handle_job_failure(
+                    job, queue=queue, exc_string="Job stopped by user, its thread stopped.", execution=execution
+                )
+            finally:
+                rq_internals.mark_stopped(self, None)
+
+    def kill_horse(self, sig=None):
+        """kill-horse: every running job fails as if its horse died (a thread cannot be killed: at its next Python instruction)."""
+        for running in list(self.running.values()):
+            running.stop(JobKilled)
+
+    def wait_for_horse(self):
+        """Nothing to wait for: the jobs' threads are joined by teardown()."""
+        return None, None, None
+
+    def record_timeout(self, running, exception_class, message):
+        """A job's function ran past its timeout: RQ's failure path now (retry or failed registry), from the timer thread."""
+        error = exception_class(message)
+        self.log.warning(
+            "Worker %s: job %s timed out; recorded now, its thread ends at its next instruction",
+            self.name,
+            running.job.id,
+        )
+        rq_internals.finalize_failure(
+            self, running.job, running.queue, running.execution, (exception_class, error, None)
+        )
+        self.set_state(WorkerStatus.IDLE)  # busy only if another job runs
+
+    def _finalize_failure(self, job, queue, execution, exc_info):
+        """RQ's failure handling, except for a job whose stop was recorded already (stop_running_job) or comes now."""
+        running = self.running.get(execution.id)
+        if running is not None and running.finalized:
+            return None
+        if running is not None and running.stopped_by_command:  # stopped before its function started
+            running.finalized = True
+            return self._handle_stopped_job(job, queue, execution)
+        return super()._finalize_failure(job, queue, execution, exc_info)
+
+    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):
+        """RQ's failure handling; RQ reads one "stopped job" attribute for all threads, so one thread at a time here."""
+        with self.failure_lock:
+            return super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+
+    def request_force_stop(self, signum, frame):
+        """A second SIGINT/SIGTERM (cold shutdown): cut every running job; each goes through RQ's failure path (retried)."""
+        if rq_internals.within_a_second_of_the_first_signal(self):
+            self.log.debug("Worker %s: shutdown signal ignored, received twice in less than 1 second", self.name)
+            return
+        self.log.warning("Worker %s: cold shut down, stopping %d running job(s)", self.name, len(self.running))
+        self.cold_shutdown = True
+        for running in list(self.running.values()):
+            running.stop(JobKilled)
+        if not self.tearing_down:  # teardown() is waiting for the jobs: it raises SystemExit once they ended
+            raise SystemExit()
+
+    # --- shutdown --------------------------------------------------------------------------------
+
+    def teardown(self):
+        """Wait for the running jobs (a warm shutdown), then RQ's teardown: the worker is unregistered in any case."""
+        self.tearing_down = True
+        try:
+            self.wait_for_running_jobs()
+        finally:
+            self.stopping.set()
+            for thread in self.helper_threads:
+                thread.join(timeout=5)
+            super().teardown()
+            self.tearing_down = False
+        if self.cold_shutdown:
+            raise SystemExit()  # as RQ's cold shutdown: work() does not return
+
+    def unsubscribe(self):
+        """RQ's, except that the pubsub thread is told to stop first, so the reply to UNSUBSCRIBE ends its wait.
+
+        In RQ's order, the reply can arrive before the stop flag is set, the thread waits for the
+        next message again, and the worker exits a second late (the join's timeout).
+        """
+        if self.pubsub_thread:
+            self.pubsub_thread.stop()
+        super().unsubscribe()
+
+    def wait_for_running_jobs(self):
+        """Until every job thread ended; after a cold shutdown at most cold_shutdown_timeout seconds."""
+        deadline = None
+        while True:
+            with self.running_changed:
+                if not self.running:
+                    return
+                if self.cold_shutdown and deadline is None:
+                    deadline = time.monotonic() + self.cold_shutdown_timeout
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.log.warning(
+                        "Worker %s: %d job(s) still in a blocking call, left to RQ's abandoned-job cleanup",
+                        self.name,
+                        len(self.running),
+                    )
+                    return
+                self.set_state(WorkerStatus.BUSY)
+                self.running_changed.wait(0.2)
+
+    # --- a job hash that cannot be read ------------------------------------------------------------
+
+    def queue_named(self, name):
+        """This worker's Queue of that name (a new one if it does not listen there)."""
+        for queue in self.queues:
+            if queue.name == name:
+                return queue
+        return self.queue_class(name, connection=self.connection, serializer=self.serializer, job_class=self.job_class)
+
+    def clean_registries(self):
+        """RQ's maintenance, after handing expired started jobs whose hash cannot be read to handle_unreadable_job.
+
+        RQ's StartedJobRegistry.cleanup() fetches each one and stops at the first it cannot read,
+        and the worker quits ("found an unhandled exception"), again at every restart.
+        """
+        for queue in self.queues:
+            registry = StartedJobRegistry(
+                queue.name, connection=self.connection, serializer=self.serializer, job_class=self.job_class
+            )
+            for job_id in registry.get_expired_job_ids():
+                error = unreadable(job_id, self.connection, self.serializer, self.job_class)
+                if error is not None:
+                    self.handle_unreadable_job(job_id, queue, error, registry)
+        super().clean_registries()
+
+    def handle_unreadable_job(self, job_id, queue, exc, registry=None):
+        """A job hash that cannot be decoded: take it out of `registry` (or the queue's in-progress list) and log it.
+
+        The hash itself is left as it is for someone to look at. Subclasses may do more (the app
+        turns it into a readable failed job).
+        """
+        self.log.error(
+            "Worker %s: job %s cannot be read (%s: %s); taken out of %s",
+            self.name,
+            job_id,
+            type(exc).__name__,
+            exc,
+            registry.key if registry is not None else queue.intermediate_queue_key,
+        )
+        self.forget_unreadable(job_id, queue, registry)
+
+    def forget_unreadable(self, job_id, queue, registry=None, pipeline=None):
+        """Remove the id from the registry it sits in, or from the queue's in-progress list (where dequeue left it)."""
+        connection = pipeline if pipeline is not None else self.connection
+        if registry is not None:
+            rq_internals.remove_registry_entries(registry, job_id, connection)
+        else:
+            connection.lrem(queue.intermediate_queue_key, 1, job_id)
+
+
+__all__ = ["JobStatus", "ThreadPoolWorker"]

@@ -1,0 +1,234 @@
+"""What RQ promises of a worker, held by the Procfile's threaded worker: burst, shutdown, stop commands, timeouts.
+
+Each test runs real `rq worker` processes (the Procfile line) on a real redis-server and SMTP server.
+"""
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from rq.command import send_kill_horse_command, send_stop_execution_command, send_stop_job_command
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+from rq.serializers import JSONSerializer
+from rq.worker import Worker
+
+from tests.support import mailers_queue, signup, wait_for
+
+pytestmark = pytest.mark.slow
+
+POISON = {"data": b"\xff\xfe not json", "description": b"\xff\xfe", "status": "queued", "origin": "mailers"}
+
+
+def only_job(queue):
+    """The one mail job the test enqueued (its id, from the queue or any registry)."""
+    ids = queue.get_job_ids() or ScheduledJobRegistry(queue=queue).get_job_ids() or StartedJobRegistry(queue=queue).get_job_ids()
+    return Job.fetch(ids[0], connection=queue.connection, serializer=JSONSerializer)
+
+
+def test_burst_finishes_the_retry_a_running_job_makes_ready(app, client, smtp_server, run_worker):
+    """--burst quits only when nothing runs and nothing is queued: an immediate retry made while it ran is run too."""
+    app.config.update(MAIL_RETRY_INTERVALS=[0])  # retried at once: back on the queue, not in the scheduled registry
+    smtp_server.handler.refusals = ["451 4.3.0 Try again later"]
+    smtp_server.handler.delay = 1  # the first attempt still runs when the worker finds the queue empty
+    signup(client, "ada@example.com")
+    assert run_worker().returncode == 0
+    assert [m["To"] for m in smtp_server.messages] == ["ada@example.com"]
+    assert mailers_queue(app).count == 0 and smtp_server.handler.attempts == 2
+
+
+def test_a_second_sigterm_stops_the_mail_in_flight_and_leaves_no_ghost_worker(app, client, smtp_server, worker_env, start_worker):
+    """Cold shutdown: exit 0 within seconds, unregistered; the cut mail is retried (not left STARTED) and sent once."""
+    app.config.update(MAIL_RETRY_INTERVALS=[1])
+    smtp_server.handler.delay = 3  # the send hangs at RCPT
+    worker = start_worker(worker_env)
+    signup(client, "ada@example.com")
+    wait_for(lambda: smtp_server.handler.rcpts_seen >= 1, timeout=30, message="the send to start")
+    worker.sigterm()
+    time.sleep(1.5)  # RQ ignores a second signal within a second of the first
+    worker.sigterm()
+    assert worker.process.wait(timeout=20) == 0
+    queue = mailers_queue(app)
+    assert Worker.all(connection=queue.connection) == []  # no ghost in rq:workers
+    job = only_job(queue)
+    assert job.get_status() in (JobStatus.SCHEDULED, JobStatus.QUEUED)  # retried, not left STARTED
+    assert smtp_server.messages == []  # stopped before DATA
+
+    smtp_server.handler.delay = 0
+    start_worker(worker_env)
+    smtp_server.wait_for_messages(1, timeout=30)
+    time.sleep(2)  # a duplicate would show here
+    assert [m["To"] for m in smtp_server.messages] == ["ada@example.com"]
+
+
+@pytest.mark.parametrize("command", ["stop-job", "stop-execution"])
+def test_a_stop_command_stops_the_mail_before_data(app, client, smtp_server, worker_env, start_worker, command):
+    """stop-job / stop-execution: STOPPED at once, in the failed registry, and the mail held at RCPT is never sent."""
+    smtp_server.handler.delay = 4
+    start_worker(worker_env)
+    signup(client, "ada@example.com")
+    wait_for(lambda: smtp_server.handler.rcpts_seen >= 1, timeout=30, message="the send to start")
+    queue = mailers_queue(app)
+    job = only_job(queue)
+    if command == "stop-job":
+        send_stop_job_command(queue.connection, job.id, serializer=JSONSerializer)
+    else:
+        (execution,) = job.get_executions()
+        send_stop_execution_command(queue.connection, job.id, execution.id)
+    wait_for(lambda: job.get_status(refresh=True) == JobStatus.STOPPED, timeout=2, message="the job STOPPED")
+    assert job.id in FailedJobRegistry(queue=queue)
+    time.sleep(6)  # past the RCPT delay: the thread went on to its next instruction and stopped there
+    assert smtp_server.messages == [] and smtp_server.handler.attempts == 0
+    assert job.get_status(refresh=True) == JobStatus.STOPPED  # not retried
+
+
+def test_kill_horse_fails_the_mail_in_flight_and_it_is_retried(app, client, smtp_server, worker_env, start_worker):
+    """kill-horse: what RQ does when it kills a work horse, the job fails and is retried; the mail goes out once."""
+    smtp_server.handler.delay = 3
+    start_worker(worker_env)
+    signup(client, "ada@example.com")
+    wait_for(lambda: smtp_server.handler.rcpts_seen >= 1, timeout=30, message="the send to start")
+    queue = mailers_queue(app)
+    (registered,) = Worker.all(connection=queue.connection)
+    send_kill_horse_command(queue.connection, registered.name)
+    wait_for(lambda: smtp_server.handler.rcpts_seen >= 2, timeout=30, message="the retry")
+    smtp_server.handler.delay = 0
+    smtp_server.wait_for_messages(1, timeout=30)
+    time.sleep(2)
+    assert [m["To"] for m in smtp_server.messages] == ["ada@example.com"]
+
+
+def test_the_job_timeout_is_recorded_while_the_smtp_call_still_blocks(app, client, smtp_server, worker_env, start_worker):
+    """job_timeout=1 on a send stuck 8 s at RCPT: the job fails at its deadline, not when the call returns."""
+    app.config.update(MAIL_JOB_TIMEOUT=1, MAIL_RETRY_INTERVALS=[])  # not retried: failed, with its reason
+    smtp_server.handler.delay = 8
+    start_worker(worker_env)
+    signup(client, "ada@example.com")
+    wait_for(lambda: smtp_server.handler.rcpts_seen >= 1, timeout=30, message="the send to start")
+    queue = mailers_queue(app)
+    job = only_job(queue)
+    wait_for(lambda: job.get_status(refresh=True) == JobStatus.FAILED, timeout=4, message="the timeout, recorded")
+    assert "JobTimeoutException" in job.latest_result().exc_string
+    assert smtp_server.handler.rcpts_answered == 0  # the SMTP call has not returned yet
+
+
+def run_python(worker_env, script, *args):
+    """Run `script` in a fresh Python with the worker's environment; return what it printed last."""
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args], env=worker_env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout[-1000:] + result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_mailworker_given_one_queue_name_listens_on_that_queue(worker_env):
+    script = "from app.worker import MailWorker; print(MailWorker('mailers').queue_names())"
+    assert run_python(worker_env, script) == "['mailers']"
+
+
+def test_mailworker_given_queues_takes_their_connection(app, worker_env):
+    script = """
+import sys
+from redis import Redis
+from rq import Queue
+from app.worker import MailWorker
+
+other = Redis.from_url(sys.argv[1].rsplit("/", 1)[0] + "/1")  # another database of the test's server
+print(MailWorker([Queue("mailers", connection=other)]).connection is other)
+"""
+    assert run_python(worker_env, script, app.config["RQ_REDIS_URL"]) == "True"
+
+
+def test_a_second_work_on_the_same_worker_runs_its_scheduler_again(app, worker_env):
+    script = """
+import sys
+from datetime import timedelta
+from redis import Redis
+from rq import Queue
+from app.worker import MailWorker
+
+queue = Queue("mailers", connection=Redis.from_url(sys.argv[1]))
+worker = MailWorker([queue], connection=queue.connection)
+for _ in range(2):  # a job due in 1 s runs only if this work() has a scheduler
+    queue.enqueue_in(timedelta(seconds=1), "os.getpid")
+    worker.work(max_jobs=1, logging_level="WARNING")
+print("both ran")
+"""
+    assert run_python(worker_env, script, app.config["RQ_REDIS_URL"]) == "both ran"
+
+
+def test_an_unreadable_job_in_the_scheduled_registry_does_not_stop_the_retries(app, client, smtp_server, worker_env, start_worker):
+    """A corrupt hash among due retries: the scheduler fails it readably and moves the others (the 451'd mail goes out)."""
+    queue = mailers_queue(app)
+    queue.connection.hset("rq:job:poison", mapping=POISON)
+    queue.connection.zadd(ScheduledJobRegistry(queue=queue).key, {"poison": 1})  # due since 1970
+    smtp_server.handler.refusals = ["451 4.3.0 Try again later"]
+    worker = start_worker(worker_env)
+    signup(client, "ada@example.com")
+    smtp_server.wait_for_messages(1, timeout=30)  # its retry went through the scheduled registry
+    assert worker.process.poll() is None
+    registry = FailedJobRegistry(queue=queue)
+    assert registry.get_job_ids() == ["poison"]
+    failed = Job.fetch("poison", connection=queue.connection, serializer=JSONSerializer)
+    assert "unreadable job poison" in failed.latest_result().exc_string
+    assert queue.connection.exists("mail:unreadable:poison")
+
+
+def test_an_unreadable_job_in_the_started_registry_does_not_stop_the_worker(app, client, smtp_server, worker_env, start_worker):
+    """A corrupt hash left STARTED by a dead worker: registry cleanup fails it readably, the worker lives and sends."""
+    queue = mailers_queue(app)
+    queue.connection.hset("rq:job:poison", mapping={**POISON, "status": "started"})
+    queue.connection.zadd(StartedJobRegistry(queue=queue).key, {"poison:dead-execution": 1})  # its heartbeat expired
+    worker = start_worker(worker_env)
+    signup(client, "ada@example.com")
+    smtp_server.wait_for_messages(1, timeout=30)
+    assert worker.process.poll() is None, worker.output()[-2000:]
+    assert "unhandled exception" not in worker.output()
+    assert FailedJobRegistry(queue=queue).get_job_ids() == ["poison"]
+    assert StartedJobRegistry(queue=queue).get_job_ids(cleanup=False) == []
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.process.wait(timeout=30) == 0
+
+
+def sleep_then_mark(seconds, key):
+    """A job that waits in a blocking call, then writes `key`: what it does after the call shows whether it ran on."""
+    from rq import get_current_job
+
+    time.sleep(seconds)
+    get_current_job().connection.set(key, "ran on")
+
+
+def note_stopped(job, connection):
+    """An on_stopped callback: leaves a mark for the test."""
+    connection.set(f"stopped:{job.id}", "yes")
+
+
+def test_stop_job_runs_on_stopped_at_once_and_the_job_never_takes_its_next_step(redis_url):
+    """rq_threads in-process: STOPPED and on_stopped while the job still sleeps; after the sleep it stops, not writes."""
+    import threading
+
+    from redis import Redis
+    from rq import Callback, Queue
+
+    from rq_threads import ThreadPoolWorker
+
+    connection = Redis.from_url(redis_url)
+    queue = Queue("stoppable", connection=connection)
+    job = queue.enqueue(sleep_then_mark, 2, "after-sleep", on_stopped=Callback(note_stopped))
+    seen = {}
+
+    def stop_it():
+        wait_for(lambda: job.get_status(refresh=True) == JobStatus.STARTED, timeout=10, message="the job to start")
+        send_stop_job_command(connection, job.id)
+        wait_for(lambda: connection.exists(f"stopped:{job.id}"), timeout=1, message="on_stopped")
+        seen["status while its thread sleeps"] = job.get_status(refresh=True)
+
+    helper = threading.Thread(target=stop_it)
+    helper.start()
+    ThreadPoolWorker([queue], connection=connection).work(burst=True, logging_level="WARNING")
+    helper.join(timeout=10)
+    assert seen == {"status while its thread sleeps": JobStatus.STOPPED}
+    assert not connection.exists("after-sleep")  # the job stopped at its next instruction after the sleep
+    assert job.id in FailedJobRegistry(queue=queue)
