@@ -12,6 +12,7 @@ rq_suite/expected_failures.txt is a strict expected failure.
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CACHE = ROOT / ".cache" / "rq-suite"
 WORKER_CLASS = "rq_threads.ThreadPoolWorker"
+RUN_TIMEOUT = 20 * 60  # seconds; the whole suite takes 2 to 4 minutes on 2 cores
 
 # The worker-facing modules: worker, callbacks, dependencies, registries, retries, commands,
 # timeouts, scheduler, worker pool, CLI, and how a worker records what it runs.
@@ -173,7 +175,7 @@ def main(argv):
             flush=True,
         )
         try:
-            result = subprocess.run(
+            pytest = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
@@ -189,15 +191,21 @@ def main(argv):
                 ],
                 cwd=top,
                 env=env,
-                check=False,
                 start_new_session=True,  # a test that signals its process group reaches pytest, not this runner
             )
+            try:
+                returncode = pytest.wait(timeout=RUN_TIMEOUT)
+            except subprocess.TimeoutExpired:  # a hang (at exit, say) must not hold CI: stop pytest and its children
+                print(f"==> RQ's suite still running after {RUN_TIMEOUT} s: stopped", flush=True)
+                os.killpg(pytest.pid, signal.SIGKILL)
+                pytest.wait()
+                returncode = 1
         finally:
             server.terminate()
             server.wait(timeout=10)
-    if result.returncode < 0:
-        print(f"==> pytest was killed by signal {-result.returncode}", flush=True)
-    return result.returncode
+    if returncode < 0:
+        print(f"==> pytest was killed by signal {-returncode}", flush=True)
+    return 1 if returncode < 0 else returncode
 
 
 if __name__ == "__main__":
