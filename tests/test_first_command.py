@@ -295,16 +295,17 @@ def test_a_suspended_worker_is_resumed_and_the_waiting_mail_goes_out(tmp_path):
     redis_server = RedisServer(tmp_path).start()  # the queue outlives dev.py here
     env = learner_env(PORT=ports["PORT"], MAIL_PORT=ports["MAIL_PORT"], MAILDIR=tmp_path / "maildir",
                       REDIS_URL=redis_server.url, DATABASE_URL=f"sqlite:///{tmp_path / 'dev.sqlite'}")
-    # What docs/mail.md has the learner do: suspend the workers, then queue a mail.
-    suspend(redis.Redis.from_url(redis_server.url))
-    flask = Path(sys.executable).parent / "flask"
-    sent = subprocess.run([flask, "--app", "wsgi", "send-test-mail", "grace@example.com"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
-    assert "(1 waiting)" in sent.stdout, sent.stdout + sent.stderr
     reader, writer = os.pipe()
-    output, children = Output(reader), []
-    process = start_dev_py(env, writer)
+    output, children, process = Output(reader), [], None
     try:
+        # What docs/mail.md has the learner do after a first run: suspend the workers, then queue a mail.
+        flask = Path(sys.executable).parent / "flask"
+        subprocess.run([flask, "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env, capture_output=True, check=True, timeout=60)
+        suspend(redis.Redis.from_url(redis_server.url))
+        sent = subprocess.run([flask, "--app", "wsgi", "send-test-mail", "grace@example.com"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert "(1 waiting)" in sent.stdout, sent.stdout + sent.stderr
+        process = start_dev_py(env, writer)
         wait_for(lambda: "==> all running" in output.pump() or process.poll() is not None, timeout=90, interval=0.2,
                  message="dev.py to start")
         children = descendants(process.pid)
@@ -315,7 +316,10 @@ def test_a_suspended_worker_is_resumed_and_the_waiting_mail_goes_out(tmp_path):
         os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=90)
     finally:
-        stop_leftovers(process, children)
+        if process is not None:
+            stop_leftovers(process, children)
+        else:
+            os.close(writer)  # start_dev_py() closes it once dev.py holds it
         output.pump()
         output.close()
         redis_server.stop()

@@ -37,13 +37,3 @@ def test_no_old_mail_module_is_left():
     for old in ("delivery", "outbox", "mime", "smtp", "announcements"):
         assert not (ROOT / "app" / f"{old}.py").exists(), old
     assert not (ROOT / "app" / "auth" / "emails.py").exists()
-
-
-def test_learner_path_is_measured_by_coverage():
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "learner_path.py")], cwd=ROOT, capture_output=True,
-                            text=True, timeout=180, env={"PATH": str(ROOT / ".venv" / "bin") + ":/usr/bin:/bin"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.strip().splitlines()
-    files = {line.split()[1] for line in lines[:-1]}
-    assert {"app/auth/routes.py", "app/mail/delivery.py", "app/mail/job.py", "app/mail/transport.py"} <= files
-    assert lines[-1].endswith("lines of app/ executed") and lines[-1].startswith(f"{len(files)} files, ")
