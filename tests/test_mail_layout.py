@@ -1,8 +1,6 @@
 """The mail package's shape: one concern a module, imports that point one way, and a learner-path figure that runs."""
 
 import ast
-import subprocess
-import sys
 
 from tests.support import ROOT
 
