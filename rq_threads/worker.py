@@ -11,7 +11,7 @@ from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 
 from rq_threads import rq_internals
-from rq_threads.running import JobKilled, JobStopped, RunningJob, ThreadDeathPenalty
+from rq_threads.running import JobKilled, JobStopped, RunningJob, ThreadDeathPenalty, this_thread
 from rq_threads.scheduler import ThreadScheduler, unreadable
 
 NEVER = float("-inf")  # a time.monotonic() before any other
@@ -136,11 +136,26 @@ class ThreadPoolWorker(BaseWorker):
         never expires. Heartbeats with a timeout or a pipeline, and calls outside work(), are
         sent as RQ sends them.
         """
+        if pipeline is not None and getattr(this_thread, "preparing", False):
+            return  # see prepare_job_execution
         if timeout is None and pipeline is None and threading.current_thread() is self.work_loop_thread:
             if time.monotonic() - self.work_loop_heartbeat_at < self.work_loop_check_interval:
                 return
             self.work_loop_heartbeat_at = time.monotonic()
         super().heartbeat(max(timeout or 0, self.worker_ttl + 60), pipeline=pipeline)
+
+    def prepare_job_execution(self, job, remove_from_intermediate_queue=False):
+        """RQ's, less the worker heartbeat it adds to the pipeline when one of this worker's job threads calls it.
+
+        That heartbeat keeps a forking worker's key alive while its horse runs; here the
+        heartbeat thread and the work loop keep it (3 commands per job fewer). Called from any
+        other thread (RQ's tests call it directly), it is RQ's as it is.
+        """
+        this_thread.preparing = getattr(this_thread, "running", None) is not None
+        try:
+            return super().prepare_job_execution(job, remove_from_intermediate_queue)
+        finally:
+            this_thread.preparing = False
 
     def check_for_suspension(self, burst):
         """RQ's check for `rq suspend`, at most once a second outside burst mode (it is a round trip and 6 commands).
