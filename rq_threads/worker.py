@@ -152,10 +152,41 @@ class ThreadPoolWorker(BaseWorker):
         other thread (RQ's tests call it directly), it is RQ's as it is.
         """
         this_thread.preparing = getattr(this_thread, "running", None) is not None
+        this_thread.ended_job = None  # handle_execution_ended sets it
         try:
             return super().prepare_job_execution(job, remove_from_intermediate_queue)
         finally:
             this_thread.preparing = False
+
+    def handle_execution_ended(self, job, queue, heartbeat_ttl):
+        """RQ's, except that in a job's own thread the job's heartbeat joins the job's last transaction.
+
+        RQ writes `last_heartbeat` to the job's hash at once (a lone round trip), then records
+        the outcome in one transaction; here the same write goes into that transaction
+        (increment_successful_job_count / increment_failed_job_count, which RQ calls inside it).
+        From any other thread (a timeout, a stop command) it is RQ's as it is.
+        """
+        if getattr(this_thread, "running", None) is None:
+            return super().handle_execution_ended(job, queue, heartbeat_ttl)
+        job.ended_at = job.last_heartbeat = now()
+        this_thread.ended_job = job
+        return None
+
+    def increment_successful_job_count(self, pipeline=None):
+        """RQ's counter, plus the job's heartbeat that handle_execution_ended left for this transaction."""
+        self.write_ended_heartbeat(pipeline)
+        super().increment_successful_job_count(pipeline=pipeline)
+
+    def increment_failed_job_count(self, pipeline=None):
+        """RQ's counter, plus the job's heartbeat that handle_execution_ended left for this transaction."""
+        self.write_ended_heartbeat(pipeline)
+        super().increment_failed_job_count(pipeline=pipeline)
+
+    def write_ended_heartbeat(self, pipeline):
+        """Write the `last_heartbeat` of this thread's job that ended, in `pipeline` (at once without one)."""
+        job = getattr(this_thread, "ended_job", None)
+        if job is not None:  # kept: a transaction RQ retries after a WatchError writes it again
+            job.heartbeat(job.last_heartbeat, 0, pipeline=pipeline)
 
     def check_for_suspension(self, burst):
         """RQ's check for `rq suspend`, at most once a second outside burst mode (it is a round trip and 6 commands).
