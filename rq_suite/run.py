@@ -98,10 +98,18 @@ def free_port():
 
 
 def point_tests_at(top, port):
-    """RQ's tests write `127.0.0.1:6379` and `Redis(db=5)` in places: make them name our port."""
+    """RQ's tests write `127.0.0.1:6379`, `Redis(db=5)` and a bare `Redis(db=n)` in places: make them name our port.
+
+    The bare one is find_empty_redis_database(), which a job calls in a `rqworker` subprocess
+    (test_run_scheduled_access_self), where conftest.py's guard does not reach: it would
+    enqueue into an empty database of the shared Redis on 6379.
+    """
     for path in (top / "tests").glob("*.py"):
         text = path.read_text()
         patched = text.replace(":6379", f":{port}").replace("Redis(db=5)", f"Redis(port={port}, db=5)")
+        patched = patched.replace(
+            "connection_kwargs = {'db': dbnum}", f"connection_kwargs = {{'db': dbnum, 'port': {port}}}"
+        )
         if patched != text:
             path.write_text(patched)
 

@@ -17,6 +17,13 @@ Overridden, public but undocumented (BaseWorker methods the forking Worker also 
 `dequeue_job_and_maintain_ttl` (burst mode, slices), `clean_registries`, `set_state`, `teardown`,
 `handle_job_failure` (serialised: it reads one "stopped job" attribute for all threads).
 
+Overridden to send fewer Redis round trips per job, public but undocumented: `heartbeat` (the
+work loop's lone calls, at most once a second), `check_for_suspension` (at most once a second
+outside burst mode), `set_state` (a lone write of the state the worker has already is skipped),
+`prepare_job_execution` (without its worker heartbeat, in a job's thread),
+`handle_execution_ended` with `increment_successful_job_count` and `increment_failed_job_count`
+(the job's last heartbeat written in RQ's final transaction, in a job's thread).
+
 Called, public but undocumented: `prepare_execution` and `perform_job` (each job's life cycle,
 from its thread), `maintain_heartbeats`, `handle_execution_ended`, `rq.command.parse_payload`,
 `rq.exceptions.StopRequested`, `StartedJobRegistry.get_expired_job_ids` and `parse_job_id`,

@@ -11,8 +11,10 @@ from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 
 from rq_threads import rq_internals
-from rq_threads.running import JobKilled, JobStopped, RunningJob, ThreadDeathPenalty
+from rq_threads.running import JobKilled, JobStopped, RunningJob, ThreadDeathPenalty, this_thread
 from rq_threads.scheduler import ThreadScheduler, unreadable
+
+NEVER = float("-inf")  # a time.monotonic() before any other
 
 
 class ThreadPoolWorker(BaseWorker):
@@ -30,6 +32,8 @@ class ThreadPoolWorker(BaseWorker):
     concurrency = 25
     # How long a cold shutdown (a second SIGINT/SIGTERM) waits for stopped jobs to wind down.
     cold_shutdown_timeout = 5
+    # The work loop's own heartbeats and suspension checks, at most once per this many seconds.
+    work_loop_check_interval = 1.0
 
     def __init__(self, queues, *args, concurrency=None, **kwargs):
         """RQ's worker arguments, plus how many jobs may run at once."""
@@ -45,6 +49,9 @@ class ThreadPoolWorker(BaseWorker):
         self.cold_shutdown = False
         self.tearing_down = False
         self.failure_lock = threading.Lock()  # RQ's failure handling reads one "stopped job" attribute
+        self.work_loop_thread = None  # the thread in work(): its lone heartbeats are throttled
+        self.work_loop_heartbeat_at = NEVER  # time.monotonic() of its last one
+        self.suspension_checked_at = NEVER  # time.monotonic() of the last check outside burst mode
 
     # --- the work loop -------------------------------------------------------------------------
 
@@ -52,6 +59,8 @@ class ThreadPoolWorker(BaseWorker):
         """RQ's work loop; the heartbeat thread and (with_scheduler, not burst) the scheduler thread live as long as it."""
         self.stopping.clear()
         self.cold_shutdown = False
+        self.work_loop_thread = threading.current_thread()
+        self.work_loop_heartbeat_at = self.suspension_checked_at = NEVER
         self.helper_threads = [threading.Thread(target=self.keep_heartbeats, name="rq-heartbeats", daemon=True)]
         if with_scheduler and not burst:
             self.thread_scheduler = ThreadScheduler(
@@ -70,7 +79,10 @@ class ThreadPoolWorker(BaseWorker):
         for thread in self.helper_threads:
             thread.start()
         # In burst mode RQ's own one-round scheduler runs (no process is started for it).
-        return super().work(burst, *args, with_scheduler=with_scheduler and burst, **kwargs)
+        try:
+            return super().work(burst, *args, with_scheduler=with_scheduler and burst, **kwargs)
+        finally:
+            self.work_loop_thread = None
 
     # --8<-- [start:threads]
     def execute_job(self, job, queue):
@@ -116,13 +128,88 @@ class ThreadPoolWorker(BaseWorker):
             self.log.exception("Worker %s: could not record the failure of job %s", self.name, job.id)
 
     def heartbeat(self, timeout=None, pipeline=None):
-        """RQ's heartbeat; a job's thread (RQ's prepare_job_execution) never shortens the worker's own TTL below RQ's."""
+        """RQ's heartbeat; a job's thread (RQ's prepare_job_execution) never shortens the worker's own TTL below RQ's.
+
+        RQ's work loop sends a lone heartbeat (3 round trips) three times per job; here it sends
+        at most one a second (work_loop_check_interval). The worker key lives worker_ttl + 60 s,
+        and while jobs run the heartbeat thread renews it every job_monitoring_interval, so it
+        never expires. Heartbeats with a timeout or a pipeline, and calls outside work(), are
+        sent as RQ sends them.
+        """
+        if pipeline is not None and getattr(this_thread, "preparing", False):
+            return  # see prepare_job_execution
+        if timeout is None and pipeline is None and threading.current_thread() is self.work_loop_thread:
+            if time.monotonic() - self.work_loop_heartbeat_at < self.work_loop_check_interval:
+                return
+            self.work_loop_heartbeat_at = time.monotonic()
         super().heartbeat(max(timeout or 0, self.worker_ttl + 60), pipeline=pipeline)
 
+    def prepare_job_execution(self, job, remove_from_intermediate_queue=False):
+        """RQ's, less the worker heartbeat it adds to the pipeline when one of this worker's job threads calls it.
+
+        That heartbeat keeps a forking worker's key alive while its horse runs; here the
+        heartbeat thread and the work loop keep it (3 commands per job fewer). Called from any
+        other thread (RQ's tests call it directly), it is RQ's as it is.
+        """
+        this_thread.preparing = getattr(this_thread, "running", None) is not None
+        this_thread.ended_job = None  # handle_execution_ended sets it
+        try:
+            return super().prepare_job_execution(job, remove_from_intermediate_queue)
+        finally:
+            this_thread.preparing = False
+
+    def handle_execution_ended(self, job, queue, heartbeat_ttl):
+        """RQ's, except that in a job's own thread the job's heartbeat joins the job's last transaction.
+
+        RQ writes `last_heartbeat` to the job's hash at once (a lone round trip), then records
+        the outcome in one transaction; here the same write goes into that transaction
+        (increment_successful_job_count / increment_failed_job_count, which RQ calls inside it).
+        From any other thread (a timeout, a stop command) it is RQ's as it is.
+        """
+        if getattr(this_thread, "running", None) is None:
+            return super().handle_execution_ended(job, queue, heartbeat_ttl)
+        job.ended_at = job.last_heartbeat = now()
+        this_thread.ended_job = job
+        return None
+
+    def increment_successful_job_count(self, pipeline=None):
+        """RQ's counter, plus the job's heartbeat that handle_execution_ended left for this transaction."""
+        self.write_ended_heartbeat(pipeline)
+        super().increment_successful_job_count(pipeline=pipeline)
+
+    def increment_failed_job_count(self, pipeline=None):
+        """RQ's counter, plus the job's heartbeat that handle_execution_ended left for this transaction."""
+        self.write_ended_heartbeat(pipeline)
+        super().increment_failed_job_count(pipeline=pipeline)
+
+    def write_ended_heartbeat(self, pipeline):
+        """Write the `last_heartbeat` of this thread's job that ended, in `pipeline` (at once without one)."""
+        job = getattr(this_thread, "ended_job", None)
+        if job is not None:  # kept: a transaction RQ retries after a WatchError writes it again
+            job.heartbeat(job.last_heartbeat, 0, pipeline=pipeline)
+
+    def check_for_suspension(self, burst):
+        """RQ's check for `rq suspend`, at most once a second outside burst mode (it is a round trip and 6 commands).
+
+        The first check of each work() and every check in burst mode run as RQ runs them, so
+        `rq suspend` takes effect within work_loop_check_interval (RQ: before the next job).
+        """
+        if not burst:
+            if time.monotonic() - self.suspension_checked_at < self.work_loop_check_interval:
+                return
+            self.suspension_checked_at = time.monotonic()
+        super().check_for_suspension(burst)
+
     def set_state(self, state, pipeline=None):
-        """RQ's states, except that a worker with any job in flight (not stopped) reads busy (rq info, rq-dashboard)."""
+        """RQ's states, except that a worker with any job in flight (not stopped) reads busy (rq info, rq-dashboard).
+
+        A lone write of the state it already has is not sent: RQ asks for `idle` before every
+        dequeue and after every job, which here, with jobs running, would write `busy` again.
+        """
         if state == WorkerStatus.IDLE and any(not r.finalized for r in list(self.running.values())):
             state = WorkerStatus.BUSY
+            if pipeline is None and self.get_state() == WorkerStatus.BUSY:
+                return
         super().set_state(state, pipeline=pipeline)
 
     def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
