@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CACHE = ROOT / ".cache" / "rq-suite"
 WORKER_CLASS = "rq_threads.ThreadPoolWorker"
+MAX_RERUNS = 3  # more failures than this are not timing: no second run
 RUN_TIMEOUT = 20 * 60  # seconds; the whole suite takes 2 to 4 minutes on 2 cores
 
 # The worker-facing modules: worker, callbacks, dependencies, registries, retries, commands,
@@ -153,6 +154,39 @@ def start_redis(directory, port):
     sys.exit(f"redis-server did not start on port {port}")
 
 
+def run_pytest(top, env, targets, report):
+    """Run pytest on `targets` in RQ's unpacked tree; its exit code (1 after a hang, which is stopped)."""
+    pytest = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *([] if "-v" in targets else ["-q"]), "-rfEX",
+         "--timeout", "90", f"--junitxml={report}", *targets],
+        cwd=top,
+        env=env,
+        start_new_session=True,  # a test that signals its process group reaches pytest, not this runner
+    )
+    try:
+        return pytest.wait(timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:  # a hang (at exit, say) must not hold CI: stop pytest and its children
+        print(f"==> RQ's suite still running after {RUN_TIMEOUT} s: stopped", flush=True)
+        os.killpg(pytest.pid, signal.SIGKILL)
+        pytest.wait()
+        return 1
+
+
+def failed_tests(report):
+    """The node ids of the tests that failed or errored, from pytest's JUnit XML report."""
+    import xml.etree.ElementTree as ElementTree
+
+    failed = []
+    for case in ElementTree.parse(report).iter("testcase"):
+        if case.find("failure") is None and case.find("error") is None:
+            continue
+        parts = case.get("classname", "").split(".")
+        module = next((n for n, part in enumerate(parts) if part.startswith("test_")), len(parts) - 1)
+        path = "/".join(parts[: module + 1]) + ".py"
+        failed.append("::".join([path, *parts[module + 1 :], case.get("name")]))
+    return failed
+
+
 def main(argv):
     """Fetch, unpack, start Redis, run pytest on the chosen modules; exit with pytest's code."""
     modules = [arg for arg in argv if arg.endswith(".py") or "::" in arg]
@@ -182,32 +216,17 @@ def main(argv):
             f"==> RQ {version}'s tests ({len(modules or MODULES)} modules) against {env['RQ_SUITE_WORKER_CLASS']}, Redis on {port}",
             flush=True,
         )
+        report = Path(workdir) / "report.xml"
         try:
-            pytest = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "pytest",
-                    "-p",
-                    "no:cacheprovider",
-                    *([] if "-v" in options else ["-q"]),
-                    "-rfEX",
-                    "--timeout",
-                    "90",
-                    *[f"tests/{m}" for m in modules or MODULES],
-                    *options,
-                ],
-                cwd=top,
-                env=env,
-                start_new_session=True,  # a test that signals its process group reaches pytest, not this runner
-            )
-            try:
-                returncode = pytest.wait(timeout=RUN_TIMEOUT)
-            except subprocess.TimeoutExpired:  # a hang (at exit, say) must not hold CI: stop pytest and its children
-                print(f"==> RQ's suite still running after {RUN_TIMEOUT} s: stopped", flush=True)
-                os.killpg(pytest.pid, signal.SIGKILL)
-                pytest.wait()
-                returncode = 1
+            returncode = run_pytest(top, env, [*[f"tests/{m}" for m in modules or MODULES], *options], report)
+            flaky = failed_tests(report) if returncode == 1 else []
+            if 0 < len(flaky) <= MAX_RERUNS:
+                # RQ's own timing tests (a command sent after a fixed 0.25 s, say) can fail on a
+                # loaded machine: each failure is run once more, alone, and named either way.
+                print(f"==> {len(flaky)} failed; running them once more, alone: {' '.join(flaky)}", flush=True)
+                returncode = run_pytest(top, env, flaky, report)
+                if returncode == 0:
+                    print(f"==> passed when run again alone (timing under load): {' '.join(flaky)}", flush=True)
         finally:
             server.terminate()
             server.wait(timeout=10)
