@@ -29,9 +29,28 @@ def raise_in_thread(thread_id, exception_class):
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exception_class))
 
 
-def clear_pending_in_this_thread():
-    """Drop an async exception set for this thread that has not been raised yet."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.get_ident()), None)
+class _Flushed(BaseException):
+    """Raised in a thread by its own flush_pending_in_this_thread, and caught there at once."""
+
+
+def _check_point():
+    """A Python call: CPython looks for a pending async exception when a call starts and ends."""
+
+
+def flush_pending_in_this_thread():
+    """Drop an async exception set for this thread that has not been raised yet.
+
+    Clearing it with PyThreadState_SetAsyncExc(id, NULL) would leave CPython 3.11's "async
+    exception pending" flag set with nothing to raise, and under a trace function (coverage.py,
+    a debugger) the thread's next Python call then never starts. So one exception of our own
+    replaces the pending one and is raised and caught here, which also clears that flag.
+    """
+    try:
+        raise_in_thread(threading.get_ident(), _Flushed)
+        for _ in range(100):  # CPython raises it at the first check point: the end of the call above
+            _check_point()
+    except _Flushed:
+        return
 
 
 class RunningJob:
@@ -92,8 +111,9 @@ class RunningJob:
             finally:
                 with self.lock:
                     self.in_function = False
-                    clear_pending_in_this_thread()  # a stop that was set but not raised yet ...
                     stop_with = self.stop_with
+                    if stop_with is not None:
+                        flush_pending_in_this_thread()  # a stop that was set but not raised yet ...
                 if stop_with is not None:
                     raise stop_with()  # ... is raised here, so a stop asked for while the function ran always counts
 
