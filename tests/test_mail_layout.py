@@ -1,6 +1,8 @@
 """The mail package's shape: one concern a module, imports that point one way, and a learner-path figure that runs."""
 
 import ast
+import subprocess
+import sys
 
 from tests.support import ROOT
 
@@ -35,3 +37,16 @@ def test_no_old_mail_module_is_left():
     for old in ("delivery", "outbox", "mime", "smtp", "announcements"):
         assert not (ROOT / "app" / f"{old}.py").exists(), old
     assert not (ROOT / "app" / "auth" / "emails.py").exists()
+
+
+def test_learner_path_is_measured_by_coverage():
+    """bench/learner_path.py runs one signup and its job under coverage.py and counts app/ by file, rq_threads/ apart."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "learner_path.py")], cwd=ROOT, capture_output=True,
+                            text=True, timeout=180, env={"PATH": str(ROOT / ".venv" / "bin") + ":/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    *per_file, app_total, worker_total = result.stdout.strip().splitlines()
+    files = {line.split()[1] for line in per_file}
+    assert {"app/auth/routes.py", "app/mail/delivery.py", "app/mail/job.py", "app/mail/transport.py", "app/worker.py"} <= files
+    assert app_total.startswith(f"{len(files)} files, ") and app_total.endswith(" lines of app/ executed")
+    assert sum(int(line.split()[0]) for line in per_file) == int(app_total.split()[2])
+    assert " lines of rq_threads/ executed" in worker_total and not worker_total.startswith("0 files")
