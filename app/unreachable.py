@@ -11,10 +11,11 @@ from app.connections import ROLE_URL_SETTINGS
 from config import BASE_DIR, parse_sentinel_url
 
 PROBE_TIMEOUT = 1.0  # seconds: a local server answers in microseconds, a remote one well within this
-# What `flask doctor` asks about: each role's Redis, and the one the rate-limit counters are on.
-PROBED_SETTINGS = {**ROLE_URL_SETTINGS, "limits": "RATELIMIT_STORAGE_URI"}
-# The counters' URL in the app's spelling (RATELIMIT_STORAGE_URI is in the limits library's).
-PROBED_URLS = {**ROLE_URL_SETTINGS, "limits": "RATELIMIT_REDIS_URL"}
+# What `flask doctor` asks about: each role's Redis, and the one the rate-limit counters are on,
+# as {role: (the setting a user writes, the config key that holds the URL)}. The two differ for
+# the counters only: RATELIMIT_STORAGE_URI is the limits library's name, the app reads RATELIMIT_REDIS_URL.
+PROBED = {**{role: (setting, setting) for role, setting in ROLE_URL_SETTINGS.items()},
+          "limits": ("RATELIMIT_STORAGE_URI", "RATELIMIT_REDIS_URL")}
 
 
 def refuses(host, port):
@@ -34,8 +35,8 @@ def refused_roles():
     left to the clients: their primary is only known by asking the Sentinels.
     """
     refused = {}
-    for role, setting in PROBED_URLS.items():
-        url = current_app.config.get(setting) or ""
+    for role, (_, config_key) in PROBED.items():
+        url = current_app.config.get(config_key) or ""
         parts = urlsplit(url)
         if parse_sentinel_url(url) is not None or parts.scheme not in ("redis", "rediss"):
             continue
@@ -65,7 +66,7 @@ def what_to_start(refused, smtp_refused):
     first_role = {}  # address -> the first role on it: roles that share a server are named once
     for role, where in refused.items():
         first_role.setdefault(where, role)
-    missing = [f"{where} ({setting_source(PROBED_SETTINGS[role], 'REDIS_URL')})" for where, role in first_role.items()]
+    missing = [f"{where} ({setting_source(PROBED[role][0], 'REDIS_URL')})" for where, role in first_role.items()]
     if smtp_refused:
         config = current_app.config
         missing.append(f"{config['MAIL_SERVER']}:{config['MAIL_PORT']} ({setting_source('MAIL_PORT')})")
