@@ -1,5 +1,6 @@
 """The application factory: create_app() builds a configured Flask app."""
 
+import gc
 import os
 
 from flask import render_template
@@ -38,9 +39,14 @@ def create_worker_app(config_name=None, overrides=None):
 
     No views, page cache, sessions, CSRF, rate limits, migrations or `flask` commands: the jobs
     use none of them, and leaving their imports out keeps each worker process ~17 MB smaller.
+    The objects built so far are frozen (gc.freeze): a forked child then shares their pages.
     """
     app = configured_app(config_name, overrides, web=False)
     register_job_extensions(app, roles=("jobs",))
+    # Everything imported so far lives as long as the process: out of the collector's sight, a
+    # process that `rq worker-pool` forks from this one leaves those pages shared (docs/scaling.md).
+    # No gc.collect() first: the holes it leaves are filled in each child, which copies the page.
+    gc.freeze()
     return app
 
 
