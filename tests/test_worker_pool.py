@@ -93,3 +93,10 @@ def test_the_pool_parent_holds_no_connection_its_children_could_share(app, smtp_
     parent_sockets, (first, second) = sockets_of(pool.pid), [sockets_of(child) for child in children]
     assert first and second  # each child holds its own Redis connection at least
     assert not first & second and not parent_sockets & (first | second)
+
+
+def test_the_worker_app_is_frozen_before_a_pool_forks(worker_env):
+    """Importing app.worker (what the pool's parent does before it forks) leaves the objects built so far frozen (gc.freeze)."""
+    script = "import gc, app.worker, flask, sqlalchemy; print(gc.get_freeze_count() > 1000)"
+    result = subprocess.run([sys.executable, "-c", script], env=worker_env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.stdout.strip().splitlines()[-1:] == ["True"], result.stderr[-2000:]
