@@ -58,6 +58,14 @@ def procfile_command(name):
     raise KeyError(name)
 
 
+def child_pids(pid):
+    """The direct children of a process (Linux /proc)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children.extend(int(child) for child in (task / "children").read_text().split())
+    return children
+
+
 def tree_pss_mb(pids):
     """The summed PSS (MB) of these processes and all their descendants (Linux /proc)."""
     seen, todo, total_kb = set(), list(pids), 0
@@ -77,8 +85,27 @@ def tree_pss_mb(pids):
     return round(total_kb / 1024, 1)
 
 
+# `rq worker` options that `rq worker-pool` (RQ 3.0) does not take, each with its value.
+POOL_LACKS = ("--maintenance-interval", "--worker-ttl", "--job-monitoring-interval")
+
+
+def pool_options(args):
+    """The worker line's arguments without the options worker-pool lacks (POOL_LACKS)."""
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in POOL_LACKS:
+            skip = True
+        else:
+            kept.append(arg)
+    return kept
+
+
 class Stack:
     """A Redis (AOF everysec, noeviction) and an SMTP sink in a temp dir, plus processes to stop."""
+
+    rq_form = "procfile"  # how rq_side() runs the project's workers: "procfile" (k x `rq worker`) or "pool"
 
     def __init__(self, workdir, smtp_delay=0.0):
         """Start Redis and the sink; set the environment the app's processes will read."""
@@ -144,6 +171,23 @@ class Stack:
         args = procfile_command("worker")
         command = [str(BIN / "rq"), args[1], *(["--burst"] if burst else []), *args[2:]]
         return [self.spawn("rq-worker", command, self.env) for _ in range(count)]
+
+    def rq_side(self, count):
+        """Start the project's workers on `count` processes in the form chosen (Stack.rq_form)."""
+        return self.rq_pool(count) if self.rq_form == "pool" else self.rq_workers(count)
+
+    def rq_label(self, count):
+        """What rq_side(count) starts, for the printed results."""
+        if self.rq_form == "pool":
+            return f"rq worker-pool -n {count} (the Procfile line's options that worker-pool takes)"
+        return f"the Procfile's worker line x{count} ({count} rq worker processes)"
+
+    def rq_pool(self, count, burst=False, extra=()):
+        """Start one `rq worker-pool -n count` with the Procfile worker line's options that worker-pool takes."""
+        args = procfile_command("worker")
+        options = pool_options(args[2:])
+        command = [str(BIN / "rq"), "worker-pool", "-n", str(count), *(["--burst"] if burst else []), *extra, *options]
+        return [self.spawn("rq-pool", command, self.env)]
 
     def stop(self, processes=None):
         """Stop processes (default: all) with SIGTERM, then SIGKILL, by process group."""

@@ -136,9 +136,9 @@ def bench_throughput(stack, count, workers=2, rounds=3):
 
     runs = {"rq": [], "celery": []}
     for number in range(rounds):
-        runs["rq"].append(run(lambda tag, n: enqueue_rq(app, tag, n), f"rq{number}-", lambda: stack.rq_workers(workers)))
+        runs["rq"].append(run(lambda tag, n: enqueue_rq(app, tag, n), f"rq{number}-", lambda: stack.rq_side(workers)))
         runs["celery"].append(run(celery.enqueue, f"celery{number}-", lambda: celery.start("prefork", workers)))
-    result = {"mails": count, "workers": workers, "rounds": rounds}
+    result = {"mails": count, "workers": workers, "rounds": rounds, "rq_form": stack.rq_label(workers)}
     for side, side_runs in runs.items():
         result[side] = {key: statistics.median(run[key] for run in side_runs) for key in side_runs[0]}
         result[side]["steady_each_round"] = [run["steady_mails_per_s"] for run in side_runs]
@@ -176,7 +176,7 @@ def bench_relay(workdir, count, prefork_count, processes=2, rounds=2, delay=0.1)
         sidekiq = SidekiqSide(stack, app)
 
         sides = {
-            "rq": (lambda tag, n: enqueue_rq(app, tag, n), lambda: stack.rq_workers(processes), count),
+            "rq": (lambda tag, n: enqueue_rq(app, tag, n), lambda: stack.rq_side(processes), count),
             "celery_threads_25": (celery.enqueue, lambda: celery_processes(celery, "threads", 25, processes), count),
             "sidekiq_25": (sidekiq.enqueue, lambda: sidekiq.start(processes, 25), count),
             "celery_prefork": (celery.enqueue, lambda: celery.start("prefork", processes), prefork_count),
@@ -195,7 +195,7 @@ def bench_relay(workdir, count, prefork_count, processes=2, rounds=2, delay=0.1)
                 runs[side].append({**rate(stack, before, n_mails, started), "pss_mb": pss})
                 print(f"    round {number + 1} {side}: {runs[side][-1]}", flush=True)
         result = {"delay_s": delay, "mails": count, "prefork_mails": prefork_count, "rounds": rounds,
-                  "processes": processes, "rq_concurrency": int(os.environ.get("WORKER_CONCURRENCY", 25)),
+                  "processes": processes, "rq_form": stack.rq_label(processes), "rq_concurrency": int(os.environ.get("WORKER_CONCURRENCY", 25)),
                   "load_average_at_end": [round(load, 2) for load in os.getloadavg()]}
         for side, side_runs in runs.items():
             result[side] = {key: round(statistics.median(run[key] for run in side_runs), 1) for key in side_runs[0]}
@@ -275,12 +275,12 @@ def bench_bulk(stack, users, workers=2):
         db.session.commit()
         announcement_id, batches, recipients = announce("News", "We made mail fast.\nThanks for reading.")
     before, started = stack.delivered(), time.time()
-    processes = stack.rq_workers(workers)
+    processes = stack.rq_side(workers)
     stack.wait_delivered(before + recipients)
     bulk = rate(stack, before, recipients, started)
     stack.stop(processes)
     ceiling = sink_parallel_rate(stack, 5000, 100) if stack.smtp_delay else sink_max_rate(stack, 5000)
-    return {"users": recipients, "batches": batches, "workers": workers, "smtp_delay_s": stack.smtp_delay, **bulk,
+    return {"users": recipients, "batches": batches, "workers": workers, "rq_form": stack.rq_label(workers), "smtp_delay_s": stack.smtp_delay, **bulk,
             "sink_ceiling": ceiling, "share_of_sink_ceiling": round(bulk["steady_mails_per_s"] / ceiling, 2)}
 
 
@@ -473,6 +473,9 @@ def main():
     parser.add_argument("--quick", action="store_true", help="smaller counts")
     parser.add_argument("--rq-processes", "--processes", type=int, default=os.cpu_count() or 2,
                         help="worker processes of every system at 100 ms, default one per core (relay, bulk_relay)")
+    parser.add_argument("--rq-form", choices=("procfile", "pool"), default="procfile",
+                        help="the project's workers as k `rq worker` processes (the Procfile line) or one `rq worker-pool -n k`"
+                             " (throughput, relay, bulk, bulk_relay)")
     parser.add_argument("--only", default="throughput,relay,bulk,bulk_relay,latency,signup,cache")
     args = parser.parse_args()
     chosen = args.only.split(",")
@@ -482,6 +485,7 @@ def main():
     os.environ["TRUSTED_HOSTS"] = "127.0.0.1,localhost"  # the load generators call loopback
     from bench.harness import Stack
 
+    Stack.rq_form = args.rq_form
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         for name in chosen:
