@@ -1,13 +1,11 @@
 """The application factory: create_app() builds a configured Flask app."""
 
-import ctypes
-import gc
 import os
-import sys
 
 from flask import render_template
 
 from app.site_url import SiteURLFlask
+from app.worker_memory import freeze_for_forked_children, limit_malloc_arenas
 from config import config_by_name, load_settings
 
 
@@ -46,26 +44,8 @@ def create_worker_app(config_name=None, overrides=None):
     app = configured_app(config_name, overrides, web=False)
     register_job_extensions(app, roles=("jobs",))
     limit_malloc_arenas(2)  # before the job threads start
-    # Everything imported so far lives as long as the process: out of the collector's sight, a
-    # process that `rq worker-pool` forks from this one leaves those pages shared (docs/scaling.md).
-    # No gc.collect() first: the holes it leaves are filled in each child, which copies the page.
-    gc.freeze()
+    freeze_for_forked_children()
     return app
-
-
-def limit_malloc_arenas(count):
-    """Cap glibc's malloc arenas (M_ARENA_MAX, what MALLOC_ARENA_MAX sets) for the threads started from now on.
-
-    glibc gives threads arenas of their own, up to 8 per core, and each keeps the pages it
-    touched: with 25 job threads per worker, 2 arenas measured ~4 MB less PSS per process
-    (docs/scaling.md). Nothing happens outside glibc or when MALLOC_ARENA_MAX is set.
-    """
-    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL(None).mallopt(-8, count)  # -8: M_ARENA_MAX in glibc's malloc.h
-    except (OSError, AttributeError):  # a C library without mallopt
-        pass
 
 
 def configured_app(config_name=None, overrides=None, web=True):
