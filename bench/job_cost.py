@@ -26,7 +26,7 @@ Results go to bench/results/job_cost-<delay>.json.
 
 tries trims before they are made in the worker: bench.probed_worker's what-if settings
 (PROBE_THROTTLE_HEARTBEAT, PROBE_THROTTLE_SUSPENSION, PROBE_SKIP_IDLE_STATE,
-PROBE_PREPARE_IN_THREAD, PROBE_SWITCH_INTERVAL) against the worker as it is, in alternating
+PROBE_SWITCH_INTERVAL) against the worker as it is, in alternating
 order, and prints the median ratio of mails/s, CPU per mail and commands per job.
 """
 
@@ -225,9 +225,10 @@ PHASES = (
     ("BaseWorker.handle_job_success", "job: success transaction (result, registries, counters)"),
     ("BaseWorker.maintain_heartbeats", "heartbeat thread"),
     ("RQScheduler", "scheduler thread"),
-    ("Timer.run", "job timeout timer threads (TimerDeathPenalty)"),
+    ("Timer.run", "job timeout timer threads (RQ's TimerDeathPenalty)"),
+    ("Watchdog.run", "job timeout watchdog thread (rq_threads)"),
     ("BaseWorker.perform_job", "job: rest of RQ's perform_job (timer, logging, callbacks)"),
-    ("MailWorker.execute_job", "main: start the job thread"),
+    ("MailWorker.execute_job", "main: hand the job to a job thread"),
     ("BaseWorker.work", "main: rest of RQ's work loop (logging, procline)"),
 )
 # The library a sample's innermost frame belongs to.
@@ -252,7 +253,7 @@ def summarise_profile(path, top=15):
         if not names:
             kind = "no Python frame (C code, a thread starting or ending)"
         elif names[0] == "Thread._bootstrap" and not any(name.endswith(".run") for name in names):
-            kind = "thread start/exit (a thread per job, a timer per job)"
+            kind = "thread start/exit"
         else:
             kind = next((label for key, label in PHASES if any(name.startswith(key) for name in names)), "other")
         phase[kind] += count

@@ -146,7 +146,7 @@ class Watchdog:
         with self.condition:
             heapq.heappush(self.heap, entry)
             if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(target=self.run, name="rq-job-timeouts", daemon=True)
+                self.thread = threading.Thread(target=self.run, name="rq-timeouts", daemon=True)
                 self.thread.start()
             elif self.heap[0] is entry:  # the thread sleeps until a later deadline
                 self.condition.notify()
@@ -181,7 +181,7 @@ class Watchdog:
                         function, entry[2] = entry[2], None
                         break
                     self.condition.wait(wait)
-            threading.Thread(target=function, name="rq-job-timeout", daemon=True).start()
+            threading.Thread(target=function, name="rq-timeout", daemon=True).start()
 
     def after_fork(self):
         """In a forked child: the parent's thread and deadlines are not there (their jobs do not run here)."""

@@ -1,4 +1,4 @@
-"""ThreadPoolWorker: RQ's worker loop, with each job run by RQ's perform_job in a thread of its own."""
+"""ThreadPoolWorker: RQ's worker loop, with each job run by RQ's perform_job in one of up to N long-lived job threads."""
 
 import threading
 import time
@@ -21,10 +21,12 @@ NEVER = float("-inf")  # a time.monotonic() before any other
 class ThreadPoolWorker(BaseWorker):
     """An RQ worker that runs up to `concurrency` jobs at once, each in a thread, in one process.
 
-    The main thread dequeues while a slot is free; each job thread runs RQ's own perform_job
-    (started registry, success, retries, failure, callbacks); one thread keeps the heartbeats of
-    every running job, and with `with_scheduler` one runs RQ's scheduler. Jobs that wait on the
-    network (mail, HTTP) release the GIL, so 25 threads keep 25 of them in flight.
+    The main thread dequeues while a slot is free and hands each job to a job thread (started
+    when none is free, kept for the next jobs until the worker stops), which runs RQ's own
+    perform_job (started registry, success, retries, failure, callbacks); one thread keeps the
+    heartbeats of every running job, one thread (running.Watchdog) times every job's timeout,
+    and with `with_scheduler` one runs RQ's scheduler. Jobs that wait on the network (mail,
+    HTTP) release the GIL, so 25 threads keep 25 of them in flight.
     """
 
     # SIGALRM reaches the main thread only: RQ's timer-based death penalty raises in the job's thread,
