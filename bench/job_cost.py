@@ -26,7 +26,7 @@ Results go to bench/results/job_cost-<delay>.json.
 
 tries trims before they are made in the worker: bench.probed_worker's what-if settings
 (PROBE_THROTTLE_HEARTBEAT, PROBE_THROTTLE_SUSPENSION, PROBE_SKIP_IDLE_STATE,
-PROBE_PREPARE_IN_THREAD, PROBE_SWITCH_INTERVAL) against the worker as it is, in alternating
+PROBE_SWITCH_INTERVAL) against the worker as it is, in alternating
 order, and prints the median ratio of mails/s, CPU per mail and commands per job.
 """
 
@@ -56,15 +56,15 @@ def bootstrap():
     os.environ.update(SECRET_KEY=run.BENCH_SECRET_KEY, SITE_URL=run.BENCH_SITE_URL, TRUSTED_HOSTS="127.0.0.1,localhost")
 
 
-def process_cpu(process):
-    """User + system CPU seconds of a process and its live children (psutil)."""
+def process_cpu(process, kind=("user", "system")):
+    """User + system CPU seconds of a process and its live children (psutil); `kind=("system",)`: system only."""
     import psutil
 
     total = 0.0
     for each in [process, *process.children(recursive=True)]:
         try:
             times = each.cpu_times()
-            total += times.user + times.system
+            total += sum(getattr(times, name) for name in kind)
         except psutil.NoSuchProcess:
             continue
     return total
@@ -152,6 +152,7 @@ def measure(system, mails, delay, root, workdir, mode, profile_dir=None, label="
         idle_proxy = proxy.snapshot() if proxy else None
         time.sleep(3)
         cpu0, stats0, t0 = process_cpu(process), commandstats(server), time.monotonic()
+        system_cpu0 = process_cpu(process, ("system",))
         redis_cpu0 = process_cpu(redis_process)
         proxy0 = proxy.snapshot() if proxy else None
         idle_seconds = t0 - idle_at
@@ -167,6 +168,7 @@ def measure(system, mails, delay, root, workdir, mode, profile_dir=None, label="
         stack.wait_delivered(before + mails)
         wait_idle(process, at_least=0)
         cpu1, stats1, t1 = process_cpu(process), commandstats(server), time.monotonic()
+        system_cpu1 = process_cpu(process, ("system",))
         redis_cpu1 = process_cpu(redis_process)
         proxy1 = proxy.snapshot() if proxy else None
         for profiler in profilers:
@@ -179,6 +181,8 @@ def measure(system, mails, delay, root, workdir, mode, profile_dir=None, label="
             "system": system, "mode": mode, "mails": mails, "delay_s": delay,
             "steady_mails_per_s": round((mails - 1) / (times[-1] - times[0]), 1),
             "worker_cpu_ms_per_mail": round(1000 * (cpu1 - cpu0 - idle_cpu_rate * window) / mails, 2),
+            # Of which in the kernel (thread starts, futex waits for the GIL, socket calls), idle not taken off.
+            "worker_system_cpu_ms_per_mail": round(1000 * (system_cpu1 - system_cpu0) / mails, 2),
             "worker_cpu_share_of_one_core_while_busy": round((cpu1 - cpu0) / (times[-1] - times[0]), 2),
             "idle_cpu_ms_per_s": round(1000 * idle_cpu_rate, 2),
             # The same cores also run Redis: its CPU for the window (with AOF everysec), per job.
@@ -221,9 +225,10 @@ PHASES = (
     ("BaseWorker.handle_job_success", "job: success transaction (result, registries, counters)"),
     ("BaseWorker.maintain_heartbeats", "heartbeat thread"),
     ("RQScheduler", "scheduler thread"),
-    ("Timer.run", "job timeout timer threads (TimerDeathPenalty)"),
+    ("Timer.run", "job timeout timer threads (RQ's TimerDeathPenalty)"),
+    ("Watchdog.run", "job timeout watchdog thread (rq_threads)"),
     ("BaseWorker.perform_job", "job: rest of RQ's perform_job (timer, logging, callbacks)"),
-    ("MailWorker.execute_job", "main: start the job thread"),
+    ("MailWorker.execute_job", "main: hand the job to a job thread"),
     ("BaseWorker.work", "main: rest of RQ's work loop (logging, procline)"),
 )
 # The library a sample's innermost frame belongs to.
@@ -248,7 +253,7 @@ def summarise_profile(path, top=15):
         if not names:
             kind = "no Python frame (C code, a thread starting or ending)"
         elif names[0] == "Thread._bootstrap" and not any(name.endswith(".run") for name in names):
-            kind = "thread start/exit (a thread per job, a timer per job)"
+            kind = "thread start/exit"
         else:
             kind = next((label for key, label in PHASES if any(name.startswith(key) for name in names)), "other")
         phase[kind] += count

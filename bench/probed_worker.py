@@ -10,18 +10,14 @@ wakes: the wait for the GIL that any thread sees after a blocking call returns. 
 it writes the totals to PROBE_OUT.
 """
 
-import heapq
-import itertools
 import json
 import os
-import queue
 import sys
 import threading
 import time
 from collections import Counter
 
 import redis.client
-from rq.timeouts import TimerDeathPenalty
 
 from app.worker import MailWorker
 
@@ -99,78 +95,12 @@ def timed(totals, function, *args, **kwargs):
         totals.add(time.perf_counter() - wall, time.thread_time() - cpu)
 
 
-class Watchdog:
-    """One thread for every job's timeout (what TimerDeathPenalty does with a new threading.Timer per job)."""
-
-    def __init__(self):
-        """An empty heap of (deadline, order, penalty); the thread starts with the first one."""
-        self.heap, self.order, self.condition, self.thread = [], itertools.count(), threading.Condition(), None
-
-    def add(self, penalty, timeout):
-        """Fire `penalty.handle_death_penalty()` after `timeout` s unless it is cancelled first."""
-        with self.condition:
-            heapq.heappush(self.heap, (time.monotonic() + timeout, next(self.order), penalty))
-            if self.thread is None:
-                self.thread = threading.Thread(target=self.run, name="probe-watchdog", daemon=True)
-                self.thread.start()
-            self.condition.notify()
-
-    def run(self):
-        """Wait for the nearest deadline; fire the penalties due and not cancelled."""
-        with self.condition:
-            while True:
-                while self.heap and self.heap[0][2].cancelled:
-                    heapq.heappop(self.heap)
-                if not self.heap:
-                    self.condition.wait()
-                    continue
-                delay = self.heap[0][0] - time.monotonic()
-                if delay > 0:
-                    self.condition.wait(delay)
-                    continue
-                penalty = heapq.heappop(self.heap)[2]
-                penalty.handle_death_penalty()
-
-
-WATCHDOG = Watchdog()
-
-
-class SharedTimerDeathPenalty(TimerDeathPenalty):
-    """RQ's TimerDeathPenalty (the same async exception in the job's thread), timed by one shared watchdog thread."""
-
-    def setup_death_penalty(self):
-        """Register with the watchdog instead of starting a Timer thread."""
-        self.cancelled = False
-        if self._timeout > 0:
-            WATCHDOG.add(self, self._timeout)
-
-    def cancel_death_penalty(self):
-        """Mark it cancelled (the watchdog drops it)."""
-        self.cancelled = True
-
-
-class JobHandle:
-    """Stands in for a job's thread in `running` when a pool thread runs it: join() waits for the job."""
-
-    def __init__(self):
-        """Not done yet."""
-        self.done = threading.Event()
-
-    def join(self, timeout=None):
-        """Wait until the job ended."""
-        self.done.wait(timeout)
-
-
 class ProbedMailWorker(MailWorker):
     """MailWorker, its main thread timed and its occupancy sampled."""
 
     def __init__(self, *args, **kwargs):
         """Start the probe thread and the writer of PROBE_OUT (PROBE_SWITCH_INTERVAL: a what-if for the GIL)."""
         super().__init__(*args, **kwargs)
-        if os.environ.get("PROBE_SHARED_TIMER"):
-            self.death_penalty_class = SharedTimerDeathPenalty
-        self.pool_jobs = queue.SimpleQueue()
-        self.pool = []
         if os.environ.get("PROBE_SWITCH_INTERVAL"):
             sys.setswitchinterval(float(os.environ["PROBE_SWITCH_INTERVAL"]))
         self.probe = {"dequeue": Totals(), "execute_job": Totals()}
@@ -209,57 +139,8 @@ class ProbedMailWorker(MailWorker):
         return super().set_state(state, pipeline)
 
     def execute_job(self, job, queue):
-        """The hand-over to a job thread, timed; a what-if (PROBE_PREPARE_IN_THREAD=1): the execution record
-        is written by the job's own thread, so the main thread only dequeues."""
-        if os.environ.get("PROBE_THREAD_POOL"):
-            return timed(self.probe["execute_job"], self.execute_job_in_pool, job, queue)
-        if not os.environ.get("PROBE_PREPARE_IN_THREAD"):
-            return timed(self.probe["execute_job"], super().execute_job, job, queue)
-        return timed(self.probe["execute_job"], self.execute_job_prepared_in_thread, job, queue)
-
-    def execute_job_prepared_in_thread(self, job, queue):
-        """MailWorker.execute_job with prepare_execution() moved into the job's thread."""
-
-        def prepare_and_run():
-            """Write the execution record, then run the job, in this thread."""
-            execution = self.prepare_execution(job)
-            self.running[job.id] = (job, execution, threading.current_thread())
-            self.run_job(job, queue, execution)
-
-        self.free_slots.acquire()
-        self.running[job.id] = (job, None, None)  # counted as running at once (the heartbeat thread skips it)
-        threading.Thread(target=prepare_and_run, name=f"rq-job-{job.id}", daemon=True).start()
-        if self.heartbeats is None:
-            self.heartbeats = threading.Thread(target=self.keep_heartbeats, name="rq-heartbeats", daemon=True)
-            self.heartbeats.start()
-        self.free_slots.acquire()
-        self.free_slots.release()
-
-    def execute_job_in_pool(self, job, queue):
-        """MailWorker.execute_job, the job run by one of WORKER_CONCURRENCY long-lived threads (PROBE_THREAD_POOL=1)."""
-        self.free_slots.acquire()
-        execution = self.prepare_execution(job)
-        handle = JobHandle()
-        self.running[job.id] = (job, execution, handle)
-        if len(self.pool) < self.concurrency:
-            thread = threading.Thread(target=self.pool_thread, name=f"rq-job-pool-{len(self.pool)}", daemon=True)
-            self.pool.append(thread)
-            thread.start()
-        self.pool_jobs.put((job, queue, execution, handle))
-        if self.heartbeats is None:
-            self.heartbeats = threading.Thread(target=self.keep_heartbeats, name="rq-heartbeats", daemon=True)
-            self.heartbeats.start()
-        self.free_slots.acquire()
-        self.free_slots.release()
-
-    def pool_thread(self):
-        """Run jobs from the pool's queue for ever."""
-        while True:
-            job, queue, execution, handle = self.pool_jobs.get()
-            try:
-                self.run_job(job, queue, execution)
-            finally:
-                handle.done.set()
+        """The hand-over to a job thread, timed."""
+        return timed(self.probe["execute_job"], super().execute_job, job, queue)
 
     def dequeue_job_and_maintain_ttl(self, *args, **kwargs):
         """RQ's dequeue, timed when it returns a job within 0.5 s (a wait for work is not a cost)."""

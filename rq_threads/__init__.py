@@ -1,4 +1,4 @@
-"""A threaded RQ worker: up to N jobs at once in one process, each in a thread, RQ's job life cycle in each.
+"""A threaded RQ worker: up to N jobs at once in one process, in N long-lived threads, RQ's job life cycle in each.
 
     rq worker -w rq_threads.ThreadPoolWorker --with-scheduler QUEUE
 

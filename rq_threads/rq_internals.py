@@ -24,6 +24,12 @@ outside burst mode), `set_state` (a lone write of the state the worker has alrea
 `handle_execution_ended` with `increment_successful_job_count` and `increment_failed_job_count`
 (the job's last heartbeat written in RQ's final transaction, in a job's thread).
 
+Overridden in running.ThreadDeathPenalty (a subclass of rq.timeouts.TimerDeathPenalty, which
+RQ documents as the death penalty for platforms without SIGALRM): `setup_death_penalty` and
+`cancel_death_penalty` (the Timer thread per job replaced by one watchdog thread), and
+`handle_death_penalty`; read, private: its `_timeout` and `_exception` (the job's timeout, and
+the exception RQ prepared to carry its message).
+
 Called, public but undocumented: `prepare_execution` and `perform_job` (each job's life cycle,
 from its thread), `maintain_heartbeats`, `handle_execution_ended`, `rq.command.parse_payload`,
 `rq.exceptions.StopRequested`, `StartedJobRegistry.get_expired_job_ids` and `parse_job_id`,

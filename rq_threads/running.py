@@ -1,7 +1,11 @@
 """One job running in a thread of its own, and how it is stopped: at its next Python instruction."""
 
 import ctypes
+import heapq
+import itertools
+import os
 import threading
+import time
 
 from rq.timeouts import TimerDeathPenalty
 
@@ -120,8 +124,76 @@ class RunningJob:
         self.job.perform = stoppable_perform
 
 
+class Watchdog:
+    """One thread that waits for every job timeout of the process (RQ's TimerDeathPenalty starts a Timer thread per job).
+
+    Deadlines sit in a heap; a cancelled one is marked and left there, and the heap is rebuilt
+    without them once they are most of it. A deadline that falls due runs its function in a
+    thread of its own, as a Timer does, so a slow one (it writes to Redis) delays no other.
+    """
+
+    def __init__(self):
+        """No deadline yet; the thread starts with the first one."""
+        self.condition = threading.Condition(threading.Lock())
+        self.heap = []  # [deadline, order, function]; function None once cancelled or fired
+        self.order = itertools.count()
+        self.cancelled = 0
+        self.thread = None
+
+    def add(self, seconds, function):
+        """Call `function()` in `seconds` s unless cancel() gets the returned entry first."""
+        entry = [time.monotonic() + seconds, next(self.order), function]
+        with self.condition:
+            heapq.heappush(self.heap, entry)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self.run, name="rq-timeouts", daemon=True)
+                self.thread.start()
+            elif self.heap[0] is entry:  # the thread sleeps until a later deadline
+                self.condition.notify()
+        return entry
+
+    def cancel(self, entry):
+        """The deadline will not fire (one that fired already has run or runs: a Timer's cancel() is the same)."""
+        with self.condition:
+            if entry[2] is None:
+                return
+            entry[2] = None
+            self.cancelled += 1
+            if self.cancelled > 64 and 2 * self.cancelled > len(self.heap):
+                self.heap = [each for each in self.heap if each[2] is not None]
+                heapq.heapify(self.heap)
+                self.cancelled = 0
+
+    def run(self):
+        """Sleep until the nearest deadline; start the function of each one that is due and not cancelled."""
+        while True:
+            with self.condition:
+                while True:
+                    while self.heap and self.heap[0][2] is None:
+                        heapq.heappop(self.heap)
+                        self.cancelled -= 1
+                    if not self.heap:
+                        self.condition.wait()
+                        continue
+                    wait = self.heap[0][0] - time.monotonic()
+                    if wait <= 0:
+                        entry = heapq.heappop(self.heap)
+                        function, entry[2] = entry[2], None
+                        break
+                    self.condition.wait(wait)
+            threading.Thread(target=function, name="rq-timeout", daemon=True).start()
+
+    def after_fork(self):
+        """In a forked child: the parent's thread and deadlines are not there (their jobs do not run here)."""
+        self.__init__()
+
+
+WATCHDOG = Watchdog()
+os.register_at_fork(after_in_child=WATCHDOG.after_fork)
+
+
 class ThreadDeathPenalty(TimerDeathPenalty):
-    """RQ's timer-based job timeout, which also records the timeout at the deadline.
+    """RQ's timer-based job timeout, timed by the shared Watchdog, which also records the timeout at the deadline.
 
     Raised in the job's thread, the timeout takes effect at the thread's next Python
     instruction; a thread blocked in a call (a socket read) gets there only when the call
@@ -137,6 +209,18 @@ class ThreadDeathPenalty(TimerDeathPenalty):
             super().__init__(timeout, exception, **kwargs)
         running = getattr(this_thread, "running", None)
         self.running = running if running is not None and running.thread is threading.current_thread() else None
+        self._deadline = None
+
+    def setup_death_penalty(self):
+        """RQ's Timer, as a deadline of the shared watchdog thread (no thread started per job)."""
+        if self._timeout > 0:
+            self._deadline = WATCHDOG.add(self._timeout, self.handle_death_penalty)
+
+    def cancel_death_penalty(self):
+        """RQ's Timer.cancel(), for the watchdog's deadline."""
+        if self._deadline is not None:
+            WATCHDOG.cancel(self._deadline)
+            self._deadline = None
 
     def handle_death_penalty(self):
         """At the deadline: the worker records the timeout of a job's function; anything else, as RQ does."""
@@ -148,4 +232,4 @@ class ThreadDeathPenalty(TimerDeathPenalty):
         return None
 
 
-__all__ = ["JobKilled", "JobStopped", "RunningJob", "ThreadDeathPenalty"]
+__all__ = ["JobKilled", "JobStopped", "RunningJob", "ThreadDeathPenalty", "Watchdog"]

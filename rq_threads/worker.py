@@ -1,7 +1,8 @@
-"""ThreadPoolWorker: RQ's worker loop, with each job run by RQ's perform_job in a thread of its own."""
+"""ThreadPoolWorker: RQ's worker loop, with each job run by RQ's perform_job in one of up to N long-lived job threads."""
 
 import threading
 import time
+from queue import SimpleQueue
 
 from rq.command import parse_payload
 from rq.exceptions import StopRequested
@@ -20,10 +21,12 @@ NEVER = float("-inf")  # a time.monotonic() before any other
 class ThreadPoolWorker(BaseWorker):
     """An RQ worker that runs up to `concurrency` jobs at once, each in a thread, in one process.
 
-    The main thread dequeues while a slot is free; each job thread runs RQ's own perform_job
-    (started registry, success, retries, failure, callbacks); one thread keeps the heartbeats of
-    every running job, and with `with_scheduler` one runs RQ's scheduler. Jobs that wait on the
-    network (mail, HTTP) release the GIL, so 25 threads keep 25 of them in flight.
+    The main thread dequeues while a slot is free and hands each job to a job thread (started
+    when none is free, kept for the next jobs until the worker stops), which runs RQ's own
+    perform_job (started registry, success, retries, failure, callbacks); one thread keeps the
+    heartbeats of every running job, one thread (running.Watchdog) times every job's timeout,
+    and with `with_scheduler` one runs RQ's scheduler. Jobs that wait on the network (mail,
+    HTTP) release the GIL, so 25 threads keep 25 of them in flight.
     """
 
     # SIGALRM reaches the main thread only: RQ's timer-based death penalty raises in the job's thread,
@@ -45,6 +48,8 @@ class ThreadPoolWorker(BaseWorker):
         self.jobs_ended = 0
         self.stopping = threading.Event()
         self.helper_threads = []
+        self.job_threads = set()  # the long-lived job threads of the current work() call
+        self.job_queue = SimpleQueue()  # RunningJobs handed to them; None tells one to end
         self.thread_scheduler = None
         self.cold_shutdown = False
         self.tearing_down = False
@@ -61,6 +66,7 @@ class ThreadPoolWorker(BaseWorker):
         self.cold_shutdown = False
         self.work_loop_thread = threading.current_thread()
         self.work_loop_heartbeat_at = self.suspension_checked_at = NEVER
+        self.job_threads, self.job_queue = set(), SimpleQueue()  # threads of an earlier call end on their own
         self.helper_threads = [threading.Thread(target=self.keep_heartbeats, name="rq-heartbeats", daemon=True)]
         if with_scheduler and not burst:
             self.thread_scheduler = ThreadScheduler(
@@ -86,16 +92,39 @@ class ThreadPoolWorker(BaseWorker):
 
     # --8<-- [start:threads]
     def execute_job(self, job, queue):
-        """Start the job in a thread, then return once a slot is free for the next one."""
+        """Hand the job to a job thread (started if none is free), then return once a slot is free for the next one."""
         running = RunningJob(self, job, queue, self.prepare_execution(job))
         running.wrap_perform()
-        running.thread = threading.Thread(target=self.run_job, args=(running,), name=f"rq-job-{job.id}", daemon=True)
         with self.running_changed:
             self.running[running.execution.id] = running
-        running.thread.start()
-        with self.running_changed:
-            while len(self.running) >= self.concurrency:
+            self.job_queue.put(running)
+            while True:
+                if len(self.job_threads) < len(self.running):  # each running job has a thread, or one that is free now
+                    self.start_job_thread()
+                if len(self.running) < self.concurrency:
+                    return
                 self.running_changed.wait(1)
+
+    def start_job_thread(self):
+        """One more long-lived job thread, which runs the jobs handed to this work() call's queue."""
+        thread = threading.Thread(
+            target=self.run_jobs, args=(self.job_queue,), name=f"rq-job-{len(self.job_threads)}", daemon=True
+        )
+        self.job_threads.add(thread)
+        thread.start()
+
+    def run_jobs(self, jobs):
+        """A job thread: run each job it is handed, until it is handed None (teardown)."""
+        try:
+            while (running := jobs.get()) is not None:
+                running.thread = threading.current_thread()
+                try:
+                    self.run_job(running)
+                except BaseException:  # freeing the slot itself raised (Redis away): the thread goes on
+                    self.log.exception("Worker %s: the end of job %s raised", self.name, running.job.id)
+        finally:
+            with self.running_changed:
+                self.job_threads.discard(threading.current_thread())
 
     def run_job(self, running):
         """RQ's life cycle for one job, then free its slot."""
@@ -382,6 +411,7 @@ class ThreadPoolWorker(BaseWorker):
         try:
             self.wait_for_running_jobs()
         finally:
+            self.end_job_threads()
             self.stopping.set()
             for thread in self.helper_threads:
                 thread.join(timeout=5)
@@ -389,6 +419,12 @@ class ThreadPoolWorker(BaseWorker):
             self.tearing_down = False
         if self.cold_shutdown:
             raise SystemExit()  # as RQ's cold shutdown: work() does not return
+
+    def end_job_threads(self):
+        """Tell each job thread to end once it is free (one still in a blocking call ends when the call returns)."""
+        with self.running_changed:
+            for _ in range(len(self.job_threads)):
+                self.job_queue.put(None)
 
     def unsubscribe(self):
         """RQ's, except that the pubsub thread is told to stop first, so the reply to UNSUBSCRIBE ends its wait.
