@@ -518,6 +518,9 @@ def main():
     merged = {**(json.loads(saved.read_text()) if saved.exists() else {}), **results}  # --only keeps the rest
     saved.write_text(json.dumps(merged, indent=2))
     results = merged
+    from bench.goals import goals_table
+
+    print("==> the goals, from bench/results/results.json\n" + goals_table(results))
     if quick or args.only != parser.get_default("only"):
         print("==> results in bench/results/results.json (the plot is drawn by a full run only)")
         return
