@@ -361,10 +361,11 @@ def bench_signup(workdir, clients, per_client, password_hash):
         try:
             make_app(stack)  # the schema
             port = free_port()
-            args = [arg.replace("0.0.0.0:${PORT:-5000}", f"127.0.0.1:{port}").replace("${WEB_CONCURRENCY:-2}", "2")
-                    for arg in procfile_command("web")]
-            env = {**stack.env, "PASSWORD_HASH_METHOD": password_hash}
-            stack.spawn("web", [str(Path(sys.executable).parent / "gunicorn"), module, *args[2:]], env)
+            # The Procfile's web line (gunicorn -c gunicorn.conf.py wsgi:app), on loopback, with this mode's app.
+            args = [module if arg == "wsgi:app" else arg for arg in procfile_command("web")[1:]]
+            env = {**stack.env, "PASSWORD_HASH_METHOD": password_hash, "PORT": str(port), "WEB_HOST": "127.0.0.1",
+                   "WEB_CONCURRENCY": "2"}
+            stack.spawn("web", [str(Path(sys.executable).parent / "gunicorn"), *args], env)
             if mode == "deliver_later":
                 stack.rq_workers(1)
             Stack.wait_port(port)
