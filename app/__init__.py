@@ -5,7 +5,6 @@ import os
 from flask import render_template
 
 from app.site_url import SiteURLFlask
-from app.worker_memory import freeze_for_forked_children, limit_malloc_arenas
 from config import config_by_name, load_settings
 
 
@@ -39,12 +38,9 @@ def create_worker_app(config_name=None, overrides=None):
 
     No views, page cache, sessions, CSRF, rate limits, migrations or `flask` commands: the jobs
     use none of them, and leaving their imports out keeps each worker process ~17 MB smaller.
-    The objects built so far are frozen (gc.freeze): a forked child then shares their pages.
     """
     app = configured_app(config_name, overrides, web=False)
     register_job_extensions(app, roles=("jobs",))
-    limit_malloc_arenas(2)  # before the job threads start
-    freeze_for_forked_children()
     return app
 
 

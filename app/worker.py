@@ -11,11 +11,16 @@ from rq.results import Result
 
 from app import create_worker_app
 from app.entry import build_or_exit
+from app.worker_memory import freeze_for_forked_children, limit_malloc_arenas
 from rq_threads import ThreadPoolWorker
 
 # The app, built once per worker process from the same config as the web (FLASK_CONFIG), with
 # only what the jobs use (no views, sessions, rate limits, migrations: app.create_worker_app).
 flask_app = build_or_exit(create_worker_app)  # a bad setting: one line, not a traceback
+# This module is what a worker process (or `rq worker-pool`'s parent, before it forks) imports
+# first, so the process's memory settings are made here, before any job thread starts.
+limit_malloc_arenas(2)
+freeze_for_forked_children()
 
 # Read by `rq worker -c app.worker` (and `rq info -c app.worker`): the app's own settings.
 REDIS_URL = flask_app.config["RQ_REDIS_URL"]

@@ -11,9 +11,12 @@ def limit_malloc_arenas(count):
 
     glibc gives threads arenas of their own, up to 8 per core, and each keeps the pages it
     touched: with 25 job threads per worker, 2 arenas measured ~4 MB less PSS per process
-    (docs/scaling.md). Nothing happens outside glibc or when MALLOC_ARENA_MAX is set.
+    (docs/scaling.md). Nothing happens outside glibc, or when the operator set the arenas
+    (MALLOC_ARENA_MAX, or glibc.malloc.arena_max in GLIBC_TUNABLES).
     """
-    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+    if os.environ.get("MALLOC_ARENA_MAX") or "glibc.malloc.arena_max" in os.environ.get("GLIBC_TUNABLES", ""):
+        return
+    if not sys.platform.startswith("linux"):
         return
     try:
         ctypes.CDLL(None).mallopt(-8, count)  # -8: M_ARENA_MAX in glibc's malloc.h

@@ -1,4 +1,4 @@
-"""One job running in a thread of its own, and how it is stopped: at its next Python instruction."""
+"""One job running in a job thread (one at a time per thread), and how it is stopped: at its next Python instruction."""
 
 import ctypes
 import heapq
@@ -55,6 +55,7 @@ def flush_pending_in_this_thread():
             _check_point()
     except _Flushed:
         return
+    raise RuntimeError("a pending exception of this thread could not be flushed")  # never left to surface later
 
 
 class RunningJob:

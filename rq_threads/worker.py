@@ -1,5 +1,6 @@
 """ThreadPoolWorker: RQ's worker loop, with each job run by RQ's perform_job in one of up to N long-lived job threads."""
 
+import contextvars
 import threading
 import time
 from queue import SimpleQueue
@@ -119,7 +120,9 @@ class ThreadPoolWorker(BaseWorker):
             while (running := jobs.get()) is not None:
                 running.thread = threading.current_thread()
                 try:
-                    self.run_job(running)
+                    # A context of its own per job, as a new thread had: what a stopped job left
+                    # pushed (a Flask app context is a context variable) does not reach the next one.
+                    contextvars.Context().run(self.run_job, running)
                 except BaseException:  # freeing the slot itself raised (Redis away): the thread goes on
                     self.log.exception("Worker %s: the end of job %s raised", self.name, running.job.id)
         finally:
@@ -137,9 +140,9 @@ class ThreadPoolWorker(BaseWorker):
             with self.running_changed:
                 self.running.pop(running.execution.id, None)
                 self.jobs_ended += 1  # what a job makes ready (dependents, retries) is on the queue by now
+                self.running_changed.notify_all()  # first: a state write that raises (Redis away) must not delay the waiters
                 if self.get_state() == WorkerStatus.BUSY:
                     self.set_state(WorkerStatus.IDLE)  # stays busy while another job runs
-                self.running_changed.notify_all()
 
     # --8<-- [end:threads]
 
@@ -360,7 +363,7 @@ class ThreadPoolWorker(BaseWorker):
             running.stop(JobKilled)
 
     def wait_for_horse(self):
-        """Nothing to wait for: the jobs' threads are joined by teardown()."""
+        """Nothing to wait for: teardown() waits until no job runs, then hands each job thread its end."""
         return None, None, None
 
     def record_timeout(self, running, exception_class, message):

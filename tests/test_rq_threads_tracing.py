@@ -3,7 +3,10 @@
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+
+from rq import get_current_job
 
 from tests.support import ROOT
 
@@ -31,19 +34,23 @@ SCRIPT = textwrap.dedent(
     worker = ThreadPoolWorker([queue], connection=connection, concurrency=1)
 
     def stop_third():
-        while third.get_status(refresh=True) != JobStatus.STARTED:
+        while connection.get("traced:thread:" + third.id) is None:  # its function runs: the stop is raised in it
             time.sleep(0.05)
         send_stop_job_command(connection, third.id)
 
     threading.Thread(target=stop_third, daemon=True).start()
     worker.work(burst=True)
     print("statuses:", *(job.get_status().value for job in (first, second, third, fourth)))
+    threads = {connection.get("traced:thread:" + job.id) for job in (first, second, third, fourth)}
+    print("job threads:", len(threads))
     """
 )
 
 
 def count_slowly(steps):
-    """A job that runs Python for about steps / 100 seconds (a stop takes effect at its next instruction)."""
+    """A job that says which thread runs it, then runs Python for about steps / 100 seconds (a stop takes effect at its next instruction)."""
+    job = get_current_job()
+    job.connection.set("traced:thread:" + job.id, threading.get_ident())
     for _ in range(steps):
         time.sleep(0.01)
     return steps
@@ -57,5 +64,7 @@ def test_jobs_finish_and_a_stopped_job_ends_under_a_trace_function(redis_url):
         [sys.executable, "-c", SCRIPT, redis_url], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.splitlines()[-1] == "statuses: finished finished stopped finished", result.stdout[-3000:]
+    *_, statuses, threads = result.stdout.splitlines()
+    assert statuses == "statuses: finished finished stopped finished", result.stdout[-3000:]
+    assert threads == "job threads: 1", result.stdout[-3000:]
 
