@@ -78,8 +78,7 @@ def tree_pss_mb(pids):
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     total_kb += int(line.split()[1])
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                todo.extend(int(child) for child in (task / "children").read_text().split())
+            todo.extend(child_pids(pid))
         except OSError:
             continue
     return round(total_kb / 1024, 1)
@@ -182,11 +181,9 @@ class Stack:
             return f"rq worker-pool -n {count} (the Procfile line's options that worker-pool takes)"
         return f"the Procfile's worker line x{count} ({count} rq worker processes)"
 
-    def rq_pool(self, count, burst=False, extra=()):
+    def rq_pool(self, count):
         """Start one `rq worker-pool -n count` with the Procfile worker line's options that worker-pool takes."""
-        args = procfile_command("worker")
-        options = pool_options(args[2:])
-        command = [str(BIN / "rq"), "worker-pool", "-n", str(count), *(["--burst"] if burst else []), *extra, *options]
+        command = [str(BIN / "rq"), "worker-pool", "-n", str(count), *pool_options(procfile_command("worker")[2:])]
         return [self.spawn("rq-pool", command, self.env)]
 
     def stop(self, processes=None):

@@ -13,24 +13,15 @@ from pathlib import Path
 import pytest
 from rq.worker import Worker
 
+from bench.harness import pool_options
 from tests.support import child_pids, mailers_queue, procfile_command, signup, wait_for
 
 pytestmark = pytest.mark.slow
 
-# `rq worker` options that `rq worker-pool` (RQ 3.0) refuses, each followed by its value.
-POOL_LACKS = ("--maintenance-interval", "--worker-ttl", "--job-monitoring-interval")
-
-
 def pool_command(processes):
-    """`rq worker-pool -n processes` with the Procfile worker line's options that worker-pool takes."""
-    args, kept = procfile_command("worker")[2:], []
-    while args:
-        arg = args.pop(0)
-        if arg in POOL_LACKS:
-            args.pop(0)
-        else:
-            kept.append(arg)
-    return [os.path.join(os.path.dirname(sys.executable), "rq"), "worker-pool", "-n", str(processes), *kept]
+    """`rq worker-pool -n processes` with the Procfile worker line's options that worker-pool takes (bench.harness)."""
+    rq = os.path.join(os.path.dirname(sys.executable), "rq")
+    return [rq, "worker-pool", "-n", str(processes), *pool_options(procfile_command("worker")[2:])]
 
 
 @pytest.fixture()
