@@ -154,13 +154,21 @@ def start_redis(directory, port):
     sys.exit(f"redis-server did not start on port {port}")
 
 
-def run_pytest(top, env, targets, report):
+def pytest_env(env, targets):
+    """`env` for a pytest run on `targets`: only a run of every module checks that each expected failure matched a test."""
+    env = {name: value for name, value in env.items() if name != "RQ_SUITE_ALL_MODULES"}
+    if sorted(targets) == sorted(f"tests/{module}" for module in MODULES):
+        env["RQ_SUITE_ALL_MODULES"] = "1"
+    return env
+
+
+def run_pytest(top, env, targets, report, options=()):
     """Run pytest on `targets` in RQ's unpacked tree; its exit code (1 after a hang, which is stopped)."""
     pytest = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *([] if "-v" in targets else ["-q"]), "-rfEX",
-         "--timeout", "90", f"--junitxml={report}", *targets],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *([] if "-v" in options else ["-q"]), "-rfEX",
+         "--timeout", "90", f"--junitxml={report}", *options, *targets],
         cwd=top,
-        env=env,
+        env=pytest_env(env, targets),
         start_new_session=True,  # a test that signals its process group reaches pytest, not this runner
     )
     try:
@@ -210,22 +218,19 @@ def main(argv):
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # RQ's tests run `rqworker`
             "RUN_SLOW_TESTS_TOO": "1",  # RQ's slow tests are the shutdown and timeout ones: the worker's contract
         }
-        if not modules:
-            env["RQ_SUITE_ALL_MODULES"] = "1"
         print(
             f"==> RQ {version}'s tests ({len(modules or MODULES)} modules) against {env['RQ_SUITE_WORKER_CLASS']}, Redis on {port}",
             flush=True,
         )
         report = Path(workdir) / "report.xml"
         try:
-            returncode = run_pytest(top, env, [*[f"tests/{m}" for m in modules or MODULES], *options], report)
+            returncode = run_pytest(top, env, [f"tests/{m}" for m in modules or MODULES], report, options)
             flaky = failed_tests(report) if returncode == 1 else []
             if 0 < len(flaky) <= MAX_RERUNS:
                 # RQ's own timing tests (a command sent after a fixed 0.25 s, say) can fail on a
                 # loaded machine: each failure is run once more, alone, and named either way.
                 print(f"==> {len(flaky)} failed; running them once more, alone: {' '.join(flaky)}", flush=True)
-                rerun_env = {name: value for name, value in env.items() if name != "RQ_SUITE_ALL_MODULES"}
-                returncode = run_pytest(top, rerun_env, flaky, report)  # a narrowed run: other entries match nothing
+                returncode = run_pytest(top, env, flaky, report)
                 if returncode == 0:
                     print(f"==> passed when run again alone (timing under load): {' '.join(flaky)}", flush=True)
         finally:

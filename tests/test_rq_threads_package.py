@@ -2,7 +2,7 @@
 
 import ast
 
-from rq_suite.run import MODULES
+from rq_suite.run import MODULES, pytest_env
 from tests.support import ROOT
 
 
@@ -32,3 +32,10 @@ def test_each_expected_failure_is_one_test_of_a_module_the_runner_runs_with_its_
         module, _, test = node.partition("::")
         assert module.removeprefix("tests/") in MODULES and "::" in test, line
         assert len(reason.split()) >= 5, f"say why in a line: {line}"
+
+
+def test_only_a_run_of_every_module_checks_that_each_expected_failure_matched_a_test():
+    every_module = pytest_env({}, [f"tests/{module}" for module in MODULES])
+    rerun = pytest_env(every_module, ["tests/test_worker.py::TestWorker::test_dequeue_round_robin"])
+    assert every_module["RQ_SUITE_ALL_MODULES"] == "1"
+    assert "RQ_SUITE_ALL_MODULES" not in rerun  # else the rerun of one flaky test stops with a usage error
