@@ -21,19 +21,25 @@ GOALS = [
 
 
 def goal_rows(results):
-    """[(goal, figure, "yes" / "no" / "-" / "not run")] for each goal, from run.py's results dict."""
+    """[(goal, figure, "yes" / "no" / "-" / "not run", run)] for each goal, from run.py's results dict.
+
+    `run` says when the figure was measured and how the project's worker ran (`rq_form`):
+    `--only` merges a run's results into the saved ones, so rows can come from different runs.
+    """
     rows = []
     for benchmark, goal, check in GOALS:
         if benchmark not in results:
-            rows.append((goal, "", "not run"))
+            rows.append((goal, "", "not run", ""))
             continue
-        figure, met = check(results[benchmark])
-        rows.append((goal, figure, "-" if met is None else ("yes" if met else "no")))
+        result = results[benchmark]
+        figure, met = check(result)
+        run = ", ".join(str(result[key]) for key in ("measured_at", "rq_form") if result.get(key))
+        rows.append((goal, figure, "-" if met is None else ("yes" if met else "no"), run))
     return rows
 
 
 def goals_table(results):
     """The goals as a Markdown table, ready to paste into a note or a docs page."""
-    lines = ["| goal | measured | met? |", "| --- | --- | --- |"]
-    lines += [f"| {goal} | {figure} | {met} |" for goal, figure, met in goal_rows(results)]
+    lines = ["| goal | measured | met? | run |", "| --- | --- | --- | --- |"]
+    lines += [f"| {goal} | {figure} | {met} | {run} |" for goal, figure, met, run in goal_rows(results)]
     return "\n".join(lines)

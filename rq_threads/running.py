@@ -70,6 +70,7 @@ class RunningJob:
         self.stop_with = None  # JobStopped or JobKilled, once a stop is asked for
         self.finalized = False  # True once the worker recorded the stop: the thread's own outcome is dropped
         self.started = False  # the function was entered
+        self.function_timed = False  # RQ's perform_job made the death penalty of the job's function
 
     def stop(self, exception_class=JobStopped, record_now=False):
         """Ask the job to stop: raised in its function if that runs now, else at its start (after its end: no effect).
@@ -194,42 +195,65 @@ os.register_at_fork(after_in_child=WATCHDOG.after_fork)
 
 
 class ThreadDeathPenalty(TimerDeathPenalty):
-    """RQ's timer-based job timeout, timed by the shared Watchdog, which also records the timeout at the deadline.
+    """RQ's timer-based job timeout, timed by the shared Watchdog, which also records a job's timeout at the deadline.
 
     Raised in the job's thread, the timeout takes effect at the thread's next Python
     instruction; a thread blocked in a call (a socket read) gets there only when the call
-    returns. So the worker records the timeout (failed, or retried) when it falls due, and the
-    thread's outcome is dropped; its slot stays taken until the call returns.
+    returns. So the worker records the job's timeout (failed, or retried) when it falls due,
+    and the thread's outcome is dropped; its slot stays taken until the call returns.
+
+    The first death penalty made in a job's thread is its function's (RQ's perform_job makes
+    it before it calls the function); later ones time the job's callbacks. A callback's timeout
+    is raised in its thread while the callback runs, as RQ raises it, and never after its
+    `with` block: it must not reach RQ's bookkeeping or the thread's next job.
     """
 
     def __init__(self, timeout, exception=None, **kwargs):
-        """RQ's arguments; remembers the running job of this thread (none in a callback or outside a worker)."""
+        """RQ's arguments; remembers the running job of this thread (none outside a worker's job thread)."""
         if exception is None:
             super().__init__(timeout, **kwargs)
         else:
             super().__init__(timeout, exception, **kwargs)
         running = getattr(this_thread, "running", None)
-        self.running = running if running is not None and running.thread is threading.current_thread() else None
+        in_job_thread = running is not None and running.thread is threading.current_thread()
+        self.running = running if in_job_thread and not running.function_timed else None  # the function's own
+        self.times_callback = in_job_thread and running.function_timed
+        if in_job_thread:
+            running.function_timed = True
+        self.lock = threading.Lock()
+        self.active = False  # a callback runs inside the `with` block
+        self.fired = False
         self._deadline = None
 
     def setup_death_penalty(self):
         """RQ's Timer, as a deadline of the shared watchdog thread (no thread started per job)."""
         if self._timeout > 0:
+            self.active = True
             self._deadline = WATCHDOG.add(self._timeout, self.handle_death_penalty)
 
     def cancel_death_penalty(self):
-        """RQ's Timer.cancel(), for the watchdog's deadline."""
+        """RQ's Timer.cancel(), for the watchdog's deadline; a callback's timeout not raised by now never will be."""
+        with self.lock:
+            self.active = False
         if self._deadline is not None:
             WATCHDOG.cancel(self._deadline)
             self._deadline = None
+        if self.fired:
+            flush_pending_in_this_thread()  # the callback ended as it fell due: RQ counts the block as done
 
     def handle_death_penalty(self):
-        """At the deadline: the worker records the timeout of a job's function; anything else, as RQ does."""
-        if self.running is None:
+        """At the deadline: the worker records the timeout of a job's function; a callback's is raised in its thread."""
+        if self.running is not None:
+            if self.running.stop(self._exception, record_now=True):
+                message = f"Task exceeded maximum timeout value ({self._timeout} seconds)"
+                self.running.worker.record_timeout(self.running, self._exception, message)
+            return None
+        if not self.times_callback:
             return super().handle_death_penalty()
-        if self.running.stop(self._exception, record_now=True):
-            message = f"Task exceeded maximum timeout value ({self._timeout} seconds)"
-            self.running.worker.record_timeout(self.running, self._exception, message)
+        with self.lock:
+            if self.active:
+                self.fired = True
+                raise_in_thread(self._target_thread_id, self._exception)
         return None
 
 

@@ -1,6 +1,7 @@
 """ThreadPoolWorker: RQ's worker loop, with each job run by RQ's perform_job in one of up to N long-lived job threads."""
 
 import contextvars
+import itertools
 import threading
 import time
 from queue import SimpleQueue
@@ -51,11 +52,13 @@ class ThreadPoolWorker(BaseWorker):
         self.helper_threads = []
         self.job_threads = set()  # the long-lived job threads of the current work() call
         self.job_queue = SimpleQueue()  # RunningJobs handed to them; None tells one to end
+        self.job_thread_numbers = itertools.count()  # each job thread's name is its own (a log line names one)
         self.thread_scheduler = None
         self.cold_shutdown = False
         self.tearing_down = False
         self.failure_lock = threading.Lock()  # RQ's failure handling reads one "stopped job" attribute
         self.work_loop_thread = None  # the thread in work(): its lone heartbeats are throttled
+        self.handing_over = False  # execute_job is handing a job to a job thread
         self.work_loop_heartbeat_at = NEVER  # time.monotonic() of its last one
         self.suspension_checked_at = NEVER  # time.monotonic() of the last check outside burst mode
 
@@ -94,22 +97,30 @@ class ThreadPoolWorker(BaseWorker):
     # --8<-- [start:threads]
     def execute_job(self, job, queue):
         """Hand the job to a job thread (started if none is free), then return once a slot is free for the next one."""
-        running = RunningJob(self, job, queue, self.prepare_execution(job))
-        running.wrap_perform()
-        with self.running_changed:
-            self.running[running.execution.id] = running
-            self.job_queue.put(running)
-            while True:
+        # Busy from here on, whatever a job thread that ends meanwhile says: RQ's warm-shutdown
+        # handler raises StopRequested in this thread when the worker is idle, which would leave
+        # this job half started; busy, it lets the job run and stops the loop after it.
+        self.handing_over = True
+        try:
+            running = RunningJob(self, job, queue, self.prepare_execution(job))
+            running.wrap_perform()
+            with self.running_changed:
+                self.running[running.execution.id] = running
+                self.job_queue.put(running)
                 if len(self.job_threads) < len(self.running):  # each running job has a thread, or one that is free now
                     self.start_job_thread()
-                if len(self.running) < self.concurrency:
-                    return
+        finally:
+            self.handing_over = False
+        with self.running_changed:
+            while len(self.running) >= self.concurrency:
                 self.running_changed.wait(1)
+                if len(self.job_threads) < len(self.running):
+                    self.start_job_thread()
 
     def start_job_thread(self):
         """One more long-lived job thread, which runs the jobs handed to this work() call's queue."""
         thread = threading.Thread(
-            target=self.run_jobs, args=(self.job_queue,), name=f"rq-job-{len(self.job_threads)}", daemon=True
+            target=self.run_jobs, args=(self.job_queue,), name=f"rq-job-{next(self.job_thread_numbers)}", daemon=True
         )
         self.job_threads.add(thread)
         thread.start()
@@ -232,13 +243,17 @@ class ThreadPoolWorker(BaseWorker):
             self.suspension_checked_at = time.monotonic()
         super().check_for_suspension(burst)
 
+    def get_state(self):
+        """RQ's state, except busy while execute_job hands a job over (RQ's shutdown handler reads it)."""
+        return WorkerStatus.BUSY if self.handing_over else super().get_state()
+
     def set_state(self, state, pipeline=None):
         """RQ's states, except that a worker with any job in flight (not stopped) reads busy (rq info, rq-dashboard).
 
         A lone write of the state it already has is not sent: RQ asks for `idle` before every
         dequeue and after every job, which here, with jobs running, would write `busy` again.
         """
-        if state == WorkerStatus.IDLE and any(not r.finalized for r in list(self.running.values())):
+        if state == WorkerStatus.IDLE and (self.handing_over or any(not r.finalized for r in list(self.running.values()))):
             state = WorkerStatus.BUSY
             if pipeline is None and self.get_state() == WorkerStatus.BUSY:
                 return

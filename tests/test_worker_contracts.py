@@ -3,6 +3,7 @@
 Each test runs real `rq worker` processes (the Procfile line) on a real redis-server and SMTP server.
 """
 
+import os
 import signal
 import subprocess
 import sys
@@ -232,3 +233,71 @@ def test_stop_job_runs_on_stopped_at_once_and_the_job_never_takes_its_next_step(
     assert seen == {"status while its thread sleeps": JobStatus.STOPPED}
     assert not connection.exists("after-sleep")  # the job stopped at its next instruction after the sleep
     assert job.id in FailedJobRegistry(queue=queue)
+
+
+def finish_quickly():
+    """A job that succeeds at once."""
+    return "done"
+
+
+def fail_quickly():
+    """A job that raises at once."""
+    raise ValueError("this job fails")
+
+
+def run_on_for_five_seconds(job, connection, *outcome):
+    """A callback that runs past a 1 s timeout (in short sleeps, so a raised timeout can land), then leaves a mark."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    connection.set(f"callback-ended:{job.id}", "yes")
+
+
+@pytest.mark.parametrize("callback", ["on_success", "on_failure"])
+def test_a_callback_is_stopped_at_its_timeout_as_rq_stops_it(redis_url, callback):
+    """rq_threads in-process: a callback that outlives its timeout is cut there, and the job fails (RQ's SimpleWorker does the same)."""
+    from redis import Redis
+    from rq import Callback, Queue
+
+    from rq_threads import ThreadPoolWorker
+
+    connection = Redis.from_url(redis_url)
+    queue = Queue("callbacks", connection=connection)
+    function = finish_quickly if callback == "on_success" else fail_quickly
+    job = queue.enqueue(function, **{callback: Callback(run_on_for_five_seconds, timeout=1)})
+    ThreadPoolWorker([queue], connection=connection).work(burst=True, logging_level="CRITICAL")
+    assert not connection.exists(f"callback-ended:{job.id}")  # cut at 1 s, not run to its end
+    assert job.get_status(refresh=True) == JobStatus.FAILED
+    if callback == "on_success":  # the callback's timeout is what failed a job whose function succeeded
+        assert "JobTimeoutException" in job.latest_result().exc_string
+
+
+def test_a_sigterm_while_a_job_is_handed_over_lets_that_job_run_and_then_stops(redis_url):
+    """rq_threads in-process: SIGTERM lands after the execution record, when a job thread that just ended set the worker idle.
+
+    RQ's warm-shutdown handler raises StopRequested in the work loop if the worker is not
+    busy; a job taken off the queue must still run (and the worker then stop), not be left
+    half started.
+    """
+    from redis import Redis
+    from rq import Queue
+    from rq.worker import WorkerStatus
+
+    from rq_threads import ThreadPoolWorker
+
+    class SignalledWorker(ThreadPoolWorker):
+        def prepare_execution(self, job):
+            """RQ's, then what a job thread ending at that moment does (state idle), then SIGTERM."""
+            execution = super().prepare_execution(job)
+            self.set_state(WorkerStatus.IDLE)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)  # the handler runs in this thread at the next instruction
+            return execution
+
+    connection = Redis.from_url(redis_url)
+    queue = Queue("handover", connection=connection)
+    job = queue.enqueue(finish_quickly)
+    queue.enqueue(finish_quickly)  # not taken: the worker stops after the first
+    SignalledWorker([queue], connection=connection).work(burst=True, logging_level="CRITICAL")
+    assert job.get_status(refresh=True) == JobStatus.FINISHED
+    assert len(queue) == 1
