@@ -5,6 +5,8 @@ The threaded worker itself is rq_threads.ThreadPoolWorker, which imports nothing
 Procfile:  rq worker -c app.worker -w app.worker.MailWorker -S json ... mailers
 """
 
+import logging
+
 from rq import Queue
 from rq.job import Job
 from rq.results import Result
@@ -47,6 +49,11 @@ class MailWorker(ThreadPoolWorker):
     it), the SMTP connections closed at exit, and a job hash that cannot be read turned into a
     readable failed job.
     """
+
+    # Two INFO lines per mail, as Celery writes: the job taken, and `Job OK` (or its failure).
+    # RQ's "result is kept for N seconds" line (this switch) and its "Successfully completed"
+    # line (app.worker.RepeatedLines) say nothing those two do not, and cost CPU on every mail.
+    log_result_lifespan = False
 
     def __init__(self, queues, *args, **kwargs):
         """rq's arguments; the app's job class and concurrency, and its Redis if neither rq nor the queues give one."""
@@ -95,6 +102,17 @@ class MailWorker(ThreadPoolWorker):
             queue.failed_job_registry.add(placeholder, ttl=ttl, exc_string=reason, pipeline=pipe)
             Result.create_failure(placeholder, ttl, reason, worker_name=self.name, pipeline=pipe)  # what rq-dashboard shows
             pipe.execute()
+
+
+class RepeatedLines(logging.Filter):
+    """Drops RQ's "Successfully completed <job> in <time>" line: the `Job OK` line after it says the same."""
+
+    def filter(self, record):
+        """False for that one line; every other line of RQ's worker passes."""
+        return not (isinstance(record.msg, str) and record.msg.startswith("Successfully completed"))
+
+
+logging.getLogger("rq.worker").addFilter(RepeatedLines())
 
 
 def ensure_list(queues):

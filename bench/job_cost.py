@@ -103,7 +103,7 @@ def worker_command(system, root, redis_url, probe_out=None):
         return [str(Path(sys.executable).parent / "rq"), *args[1:]], env
     broker = redis_url.rsplit("/", 1)[0] + "/1"
     command = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", "threads", "-c", "25",
-               "--loglevel", "WARNING"]
+               "--loglevel", "INFO"]
     return command, {"REDIS_URL": redis_url, "CELERY_BROKER_URL": broker, "PYTHONPATH": str(ROOT)}
 
 

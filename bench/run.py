@@ -107,7 +107,7 @@ class CelerySide:
     def start(self, pool, concurrency):
         """Start one Celery worker with this pool and concurrency."""
         command = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", pool,
-                   "-c", str(concurrency), "--loglevel", "WARNING"]
+                   "-c", str(concurrency), "--loglevel", "INFO"]
         return [self.stack.spawn(f"celery-{pool}", command, self.env)]
 
 
@@ -153,7 +153,7 @@ def bench_throughput(stack, count, workers=2, rounds=3):
 def celery_processes(celery, pool, concurrency, processes):
     """Start `processes` Celery workers (each with its own node name) with this pool and concurrency."""
     command = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", pool,
-               "-c", str(concurrency), "--loglevel", "WARNING"]
+               "-c", str(concurrency), "--loglevel", "INFO"]
     return [celery.stack.spawn(f"celery-{pool}", [*command, "-n", f"{pool}{number}@%h"], celery.env)
             for number in range(processes)]
 

@@ -101,3 +101,15 @@ def test_the_worker_takes_jobs_with_blmove_so_a_taken_job_is_never_in_no_list(ap
     used = {name.removeprefix("cmdstat_") for name in jobs_redis.info("commandstats")}
     assert "blmove" in used, sorted(used)
     assert not used & {"blpop", "lpop", "brpop", "rpop"}, sorted(used)
+
+
+def test_the_worker_logs_two_lines_per_mail_the_job_taken_and_job_ok(app, client, smtp_server, run_worker):
+    """RQ's INFO lines for one mail, less the two that repeat them (its time taken, how long its result is kept)."""
+    signup(client, "ada@example.com")
+    job_id = mailers_queue(app).jobs[0].id
+    result = run_worker()
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if job_id in line]  # rq worker logs to stdout
+    assert len(lines) == 2, lines
+    assert "mailers: mail email/confirm to ada@example.com" in lines[0]
+    assert "Job OK" in lines[1]
