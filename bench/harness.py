@@ -50,6 +50,12 @@ def csrf_token(html):
     return html.split('name="csrf_token" type="hidden" value="', 1)[1].split('"', 1)[0]
 
 
+def celery_command(pool, concurrency):
+    """A Celery worker running the same send_mail_job; at INFO, like the Procfile's worker (two lines a job)."""
+    return [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", pool, "-c", str(concurrency),
+            "--loglevel", "INFO"]
+
+
 def procfile_command(name):
     """The command line of one Procfile process, as a list."""
     for line in (ROOT / "Procfile").read_text().splitlines():

@@ -102,9 +102,9 @@ def worker_command(system, root, redis_url, probe_out=None):
             env["PROBE_OUT"] = str(probe_out)
         return [str(Path(sys.executable).parent / "rq"), *args[1:]], env
     broker = redis_url.rsplit("/", 1)[0] + "/1"
-    command = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", "threads", "-c", "25",
-               "--loglevel", "INFO"]
-    return command, {"REDIS_URL": redis_url, "CELERY_BROKER_URL": broker, "PYTHONPATH": str(ROOT)}
+    from bench.harness import celery_command
+
+    return celery_command("threads", 25), {"REDIS_URL": redis_url, "CELERY_BROKER_URL": broker, "PYTHONPATH": str(ROOT)}
 
 
 def py_spy(pid, out, *flags):

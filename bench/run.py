@@ -106,9 +106,9 @@ class CelerySide:
 
     def start(self, pool, concurrency):
         """Start one Celery worker with this pool and concurrency."""
-        command = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", pool,
-                   "-c", str(concurrency), "--loglevel", "INFO"]
-        return [self.stack.spawn(f"celery-{pool}", command, self.env)]
+        from bench.harness import celery_command
+
+        return [self.stack.spawn(f"celery-{pool}", celery_command(pool, concurrency), self.env)]
 
 
 def rate(stack, start_count, count, started):
@@ -152,8 +152,9 @@ def bench_throughput(stack, count, workers=2, rounds=3):
 
 def celery_processes(celery, pool, concurrency, processes):
     """Start `processes` Celery workers (each with its own node name) with this pool and concurrency."""
-    command = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", pool,
-               "-c", str(concurrency), "--loglevel", "INFO"]
+    from bench.harness import celery_command
+
+    command = celery_command(pool, concurrency)
     return [celery.stack.spawn(f"celery-{pool}", [*command, "-n", f"{pool}{number}@%h"], celery.env)
             for number in range(processes)]
 
