@@ -31,7 +31,12 @@ RQ documents as the death penalty for platforms without SIGALRM): `setup_death_p
 the exception RQ prepared to carry its message).
 
 Called, public but undocumented: `prepare_execution` and `perform_job` (each job's life cycle,
-from its thread), `maintain_heartbeats`, `handle_execution_ended`, `rq.command.parse_payload`,
+from its thread: RQ's forking worker writes the execution record before the fork, here the job's
+thread writes it before perform_job), what RQ's dequeue does around its LMOVE, for the
+one-round-trip dequeue (rq_threads.dequeue): `Job.restore` (the hash the script read, as
+Job.refresh restores it), `Job.redis_job_namespace_prefix`, `Queue.intermediate_queue_key`,
+`rq.utils.get_version`, `reorder_queues`, `get_redis_server_version`,
+`should_run_maintenance_tasks` and `run_maintenance_tasks`, `maintain_heartbeats`, `handle_execution_ended`, `rq.command.parse_payload`,
 `rq.exceptions.StopRequested`, `StartedJobRegistry.get_expired_job_ids` and `parse_job_id`,
 `ScheduledJobRegistry.get_jobs_to_schedule`, and RQScheduler's `acquire_locks`,
 `should_reacquire_locks`, `acquired_locks`, `heartbeat`, `enqueue_scheduled_jobs`, `stop`,

@@ -61,9 +61,10 @@ def flush_pending_in_this_thread():
 class RunningJob:
     """A job, its execution and its thread; knows whether the job's function is running right now."""
 
-    def __init__(self, worker, job, queue, execution):
-        """Nothing runs yet: the thread is started by the worker."""
-        self.worker, self.job, self.queue, self.execution = worker, job, queue, execution
+    def __init__(self, worker, job, queue):
+        """Nothing runs yet: the thread is started by the worker, and writes the execution record (run)."""
+        self.worker, self.job, self.queue = worker, job, queue
+        self.execution = None  # RQ's Execution, once run() wrote it
         self.thread = None
         self.lock = threading.Lock()
         self.in_function = False
@@ -96,9 +97,16 @@ class RunningJob:
         return self.stop_with is JobStopped
 
     def run(self, perform_job):
-        """In the job's own thread: `perform_job(job, queue, execution)`, with this thread known as this job's."""
+        """In the job's own thread: RQ's prepare_execution, then `perform_job(job, queue, execution)`.
+
+        RQ's forking worker writes the execution record (the started registry's entry) in its
+        main loop before it forks the horse; here the job's own thread writes it before
+        perform_job, so the work loop's thread, which hands out every job, makes one round
+        trip per job (the dequeue) instead of two.
+        """
         this_thread.running = self
         try:
+            self.execution = self.worker.prepare_execution(self.job)
             return perform_job(self.job, self.queue, self.execution)
         finally:
             this_thread.running = None

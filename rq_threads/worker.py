@@ -6,14 +6,17 @@ import threading
 import time
 from queue import SimpleQueue
 
+import redis.exceptions
 from rq.command import parse_payload
 from rq.exceptions import StopRequested
 from rq.job import JobStatus
+from rq.logutils import blue, green
 from rq.registry import StartedJobRegistry
-from rq.utils import now
+from rq.utils import get_version, now
 from rq.worker import BaseWorker, WorkerStatus
 
 from rq_threads import rq_internals
+from rq_threads.dequeue import Taker
 from rq_threads.running import JobKilled, JobStopped, RunningJob, ThreadDeathPenalty, this_thread
 from rq_threads.scheduler import ThreadScheduler, unreadable
 
@@ -45,7 +48,7 @@ class ThreadPoolWorker(BaseWorker):
         super().__init__(queues, *args, **kwargs)
         if concurrency is not None:
             self.concurrency = concurrency
-        self.running = {}  # execution id -> RunningJob
+        self.running = set()  # the RunningJobs handed to job threads and not ended
         self.running_changed = threading.Condition()
         self.jobs_ended = 0
         self.stopping = threading.Event()
@@ -61,6 +64,7 @@ class ThreadPoolWorker(BaseWorker):
         self.handing_over = False  # execute_job is handing a job to a job thread
         self.work_loop_heartbeat_at = NEVER  # time.monotonic() of its last one
         self.suspension_checked_at = NEVER  # time.monotonic() of the last check outside burst mode
+        self.taker = None  # the one-round-trip dequeue (rq_threads.dequeue), made at its first use
 
     # --- the work loop -------------------------------------------------------------------------
 
@@ -102,10 +106,10 @@ class ThreadPoolWorker(BaseWorker):
         # this job half started; busy, it lets the job run and stops the loop after it.
         self.handing_over = True
         try:
-            running = RunningJob(self, job, queue, self.prepare_execution(job))
+            running = RunningJob(self, job, queue)  # its thread writes its execution record (RunningJob.run)
             running.wrap_perform()
             with self.running_changed:
-                self.running[running.execution.id] = running
+                self.running.add(running)
                 self.job_queue.put(running)
                 if len(self.job_threads) < len(self.running):  # each running job has a thread, or one that is free now
                     self.start_job_thread()
@@ -149,7 +153,7 @@ class ThreadPoolWorker(BaseWorker):
             self.fail_crashed_job(running)
         finally:
             with self.running_changed:
-                self.running.pop(running.execution.id, None)
+                self.running.discard(running)
                 self.jobs_ended += 1  # what a job makes ready (dependents, retries) is on the queue by now
                 self.running_changed.notify_all()  # first: a state write that raises (Redis away) must not delay the waiters
                 if self.get_state() == WorkerStatus.BUSY:
@@ -253,7 +257,7 @@ class ThreadPoolWorker(BaseWorker):
         A lone write of the state it already has is not sent: RQ asks for `idle` before every
         dequeue and after every job, which here, with jobs running, would write `busy` again.
         """
-        if state == WorkerStatus.IDLE and (self.handing_over or any(not r.finalized for r in list(self.running.values()))):
+        if state == WorkerStatus.IDLE and (self.handing_over or any(not r.finalized for r in list(self.running))):
             state = WorkerStatus.BUSY
             if pipeline is None and self.get_state() == WorkerStatus.BUSY:
                 return
@@ -295,7 +299,7 @@ class ThreadPoolWorker(BaseWorker):
         """RQ's dequeue, except that a job whose hash cannot be read goes to handle_unreadable_job and the worker goes on."""
         while True:
             try:
-                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+                return self.take_waiting_job() or super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
             except StopRequested:
                 raise
             except Exception as exc:
@@ -304,12 +308,43 @@ class ThreadPoolWorker(BaseWorker):
                     raise
                 self.handle_unreadable_job(job_id, rq_internals.dequeue_error_queue(exc), exc)
 
+    def take_waiting_job(self):
+        """A job already waiting on the worker's one queue, taken and read in one round trip (None: RQ's dequeue waits).
+
+        What RQ's dequeue does around its LMOVE and HGETALL is done here too: the lone
+        heartbeat (throttled), the maintenance tasks when due, the queue order kept by the
+        dequeue strategy, the server version on the job, and the line that names the job.
+        """
+        # As RQ: LMOVE to an intermediate list for one queue on Redis 6.2+; several queues: LPOP, no such list.
+        if len(self.queues) != 1 or get_version(self.connection) < (6, 2, 0):
+            return None
+        if self.taker is None:
+            self.taker = Taker(self.connection)
+        try:
+            self.heartbeat()
+            if self.should_run_maintenance_tasks:
+                self.run_maintenance_tasks()
+            result = self.taker.take(self.queues[0], self.job_class, self.serializer)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            return None  # RQ's dequeue, next, logs it and waits for Redis as it does
+        if result is not None:
+            job, queue = result
+            self.reorder_queues(reference_queue=queue)
+            job.redis_server_version = self.get_redis_server_version()
+            if self.log_job_description:
+                self.log.info("Worker %s: %s: %s (%s)", self.name, green(queue.name), blue(job.description), job.id)
+            else:
+                self.log.info("Worker %s: %s: %s", self.name, green(queue.name), job.id)
+        return result
+
     # --- heartbeats --------------------------------------------------------------------------------
 
     def keep_heartbeats(self):
         """Every job_monitoring_interval, tell Redis that the worker and each running job are alive."""
         while not self.stopping.wait(self.job_monitoring_interval):
-            for running in list(self.running.values()):
+            for running in list(self.running):
+                if running.execution is None:  # its thread has not written its execution record yet
+                    continue
                 try:
                     self.maintain_heartbeats(running.job, running.execution)
                 except Exception:  # a job that just ended, Redis away: this thread must go on
@@ -326,7 +361,7 @@ class ThreadPoolWorker(BaseWorker):
             return
         if payload.get("command") == "stop-job":
             self.log.debug("Worker %s: received command to stop job %s", self.name, payload.get("job_id"))
-            running = [r for r in list(self.running.values()) if r.job.id == payload.get("job_id")]
+            running = [r for r in list(self.running) if r.job.id == payload.get("job_id")]
             if not running:
                 self.log.warning("Worker %s: not working on job %s, command ignored.", self.name, payload.get("job_id"))
             for one in running:
@@ -334,9 +369,16 @@ class ThreadPoolWorker(BaseWorker):
             return
         super().handle_payload(message)
 
+    def running_execution(self, execution_id):
+        """The RunningJob of that execution id, if it runs here (None if not)."""
+        for running in list(self.running):
+            if running.execution is not None and running.execution.id == execution_id:
+                return running
+        return None
+
     def request_stop_execution(self, execution_id):
         """stop-execution: stop that one execution, if it runs here."""
-        running = self.running.get(execution_id)
+        running = self.running_execution(execution_id)
         if running is None:
             self.log.warning("Worker %s: not running execution %s, command ignored.", self.name, execution_id)
             return
@@ -374,7 +416,7 @@ class ThreadPoolWorker(BaseWorker):
 
     def kill_horse(self, sig=None):
         """kill-horse: every running job fails as if its horse died (a thread cannot be killed: at its next Python instruction)."""
-        for running in list(self.running.values()):
+        for running in list(self.running):
             running.stop(JobKilled)
 
     def wait_for_horse(self):
@@ -396,7 +438,7 @@ class ThreadPoolWorker(BaseWorker):
 
     def _finalize_failure(self, job, queue, execution, exc_info):
         """RQ's failure handling, except for a job whose stop was recorded already (stop_running_job) or comes now."""
-        running = self.running.get(execution.id)
+        running = self.running_execution(execution.id)
         if running is not None and running.finalized:
             return None
         if running is not None and running.stopped_by_command:  # stopped before its function started
@@ -416,7 +458,7 @@ class ThreadPoolWorker(BaseWorker):
             return
         self.log.warning("Worker %s: cold shut down, stopping %d running job(s)", self.name, len(self.running))
         self.cold_shutdown = True
-        for running in list(self.running.values()):
+        for running in list(self.running):
             running.stop(JobKilled)
         if not self.tearing_down:  # teardown() is waiting for the jobs: it raises SystemExit once they ended
             raise SystemExit()
