@@ -46,9 +46,12 @@ install); RQScheduler.start() is overridden to do nothing, as RQ's worker calls 
 Read or written, private: the helpers below.
 """
 
+from uuid import uuid4
+
 from rq.callbacks import execute_stopped_callback as _execute_stopped_callback
+from rq.executions import Execution, ExecutionRegistry
 from rq.utils import now
-from rq.worker import BaseWorker
+from rq.worker import BaseWorker, WorkerStatus
 
 
 def execute_stopped_callback(job, death_penalty_class):
@@ -92,3 +95,21 @@ def remove_registry_entries(registry, job_id, connection):
     members = [m for m in registry.connection.zrange(registry.key, 0, -1) if registry.parse_job_id(m) == job_id]
     if members:
         connection.zrem(registry.key, *members)
+
+
+def new_execution(worker, job):
+    """An Execution of the job as rq.executions.Execution.create makes it (its id, the job attached), not written yet."""
+    execution = Execution(id=uuid4().hex, job_id=job.id, connection=job.connection, worker_name=worker.name)
+    execution._job = job  # as Execution.create: execution.job needs no fetch
+    return execution
+
+
+def write_execution(worker, execution, job, ttl, pipeline):
+    """What rq.executions.prepare_execution sends for that Execution (Execution.create's records, the worker busy), in `pipeline`."""
+    execution.save(ttl=ttl, pipeline=pipeline)
+    ExecutionRegistry(job_id=job.id, connection=pipeline).add(execution=execution, ttl=ttl, pipeline=pipeline)
+    job.started_job_registry.add_execution(execution, pipeline=pipeline, ttl=ttl, xx=False)
+    pipeline.sadd(execution.worker_executions_key, execution.composite_key)
+    pipeline.expire(execution.worker_executions_key, ttl + 60)
+    worker.executions[execution.id] = execution
+    worker.set_state(WorkerStatus.BUSY, pipeline=pipeline)

@@ -9,6 +9,8 @@ import time
 
 from rq.timeouts import TimerDeathPenalty
 
+from rq_threads import rq_internals
+
 # The RunningJob whose thread this is (set by the job's own thread, read by its death penalty).
 this_thread = threading.local()
 
@@ -62,9 +64,10 @@ class RunningJob:
     """A job, its execution and its thread; knows whether the job's function is running right now."""
 
     def __init__(self, worker, job, queue):
-        """Nothing runs yet: the thread is started by the worker, and writes the execution record (run)."""
+        """Nothing runs yet: the thread is started by the worker."""
         self.worker, self.job, self.queue = worker, job, queue
-        self.execution = None  # RQ's Execution, once run() wrote it
+        self.execution = rq_internals.new_execution(worker, job)  # not in Redis yet: its thread writes it (run)
+        self.execution_written = False
         self.thread = None
         self.lock = threading.Lock()
         self.in_function = False
@@ -97,17 +100,22 @@ class RunningJob:
         return self.stop_with is JobStopped
 
     def run(self, perform_job):
-        """In the job's own thread: RQ's prepare_execution, then `perform_job(job, queue, execution)`.
+        """In the job's own thread: `perform_job(job, queue, execution)`, with this thread known as this job's.
 
         RQ's forking worker writes the execution record (the started registry's entry) in its
-        main loop before it forks the horse; here the job's own thread writes it before
-        perform_job, so the work loop's thread, which hands out every job, makes one round
-        trip per job (the dequeue) instead of two.
+        main loop before it forks the horse. Here the work loop's thread, which hands out
+        every job, only makes the Execution; the job's thread writes it in the transaction
+        that marks the job started (the worker's prepare_job_execution), or, if perform_job
+        ended without getting there, right after it.
         """
         this_thread.running = self
         try:
-            self.execution = self.worker.prepare_execution(self.job)
-            return perform_job(self.job, self.queue, self.execution)
+            try:
+                return perform_job(self.job, self.queue, self.execution)
+            finally:
+                if not self.execution_written:
+                    self.execution_written = True
+                    self.worker.write_execution_alone(self)
         finally:
             this_thread.running = None
 

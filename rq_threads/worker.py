@@ -106,8 +106,7 @@ class ThreadPoolWorker(BaseWorker):
         # this job half started; busy, it lets the job run and stops the loop after it.
         self.handing_over = True
         try:
-            running = RunningJob(self, job, queue)  # its thread writes its execution record (RunningJob.run)
-            running.wrap_perform()
+            running = self.running_job(job, queue)
             with self.running_changed:
                 self.running.add(running)
                 self.job_queue.put(running)
@@ -120,6 +119,12 @@ class ThreadPoolWorker(BaseWorker):
                 self.running_changed.wait(1)
                 if len(self.job_threads) < len(self.running):
                     self.start_job_thread()
+
+    def running_job(self, job, queue):
+        """The job as a RunningJob, its function stoppable; its Execution is made here and written by its thread."""
+        running = RunningJob(self, job, queue)
+        running.wrap_perform()
+        return running
 
     def start_job_thread(self):
         """One more long-lived job thread, which runs the jobs handed to this work() call's queue."""
@@ -183,8 +188,6 @@ class ThreadPoolWorker(BaseWorker):
         never expires. Heartbeats with a timeout or a pipeline, and calls outside work(), are
         sent as RQ sends them.
         """
-        if pipeline is not None and getattr(this_thread, "preparing", False):
-            return  # see prepare_job_execution
         if timeout is None and pipeline is None and threading.current_thread() is self.work_loop_thread:
             if time.monotonic() - self.work_loop_heartbeat_at < self.work_loop_check_interval:
                 return
@@ -192,18 +195,38 @@ class ThreadPoolWorker(BaseWorker):
         super().heartbeat(max(timeout or 0, self.worker_ttl + 60), pipeline=pipeline)
 
     def prepare_job_execution(self, job, remove_from_intermediate_queue=False):
-        """RQ's, less the worker heartbeat it adds to the pipeline when one of this worker's job threads calls it.
+        """RQ's, in a job's thread with the job's execution record in the same transaction, less the worker heartbeat.
 
-        That heartbeat keeps a forking worker's key alive while its horse runs; here the
-        heartbeat thread and the work loop keep it (3 commands per job fewer). Called from any
-        other thread (RQ's tests call it directly), it is RQ's as it is.
+        RQ's forking worker writes the execution record (RQ's prepare_execution: the started
+        registry's entry, the worker busy) in one transaction before it forks, and the horse
+        then marks the job started in a second one. Here the job's thread sends both in one
+        (RunningJob.run made the Execution; rq_internals.write_execution). The worker
+        heartbeat RQ adds keeps a forking worker's key alive while its horse runs; here the
+        heartbeat thread and the work loop keep it. Called from any other thread (RQ's tests
+        call it directly), it is RQ's as it is.
         """
-        this_thread.preparing = getattr(this_thread, "running", None) is not None
         this_thread.ended_job = None  # handle_execution_ended sets it
-        try:
+        running = getattr(this_thread, "running", None)
+        if running is None or running.execution_written:
             return super().prepare_job_execution(job, remove_from_intermediate_queue)
-        finally:
-            this_thread.preparing = False
+        running.execution_written = True  # tried: if the transaction fails, RQ's failure path cleans up after it
+        self.log.debug("Worker %s: preparing for execution of job ID %s", self.name, job.id)
+        with self.connection.pipeline() as pipeline:
+            heartbeat_ttl = self.get_heartbeat_ttl(job)
+            rq_internals.write_execution(self, running.execution, job, heartbeat_ttl, pipeline)
+            job.heartbeat(now(), heartbeat_ttl, pipeline=pipeline)
+            job.prepare_for_execution(self.name, pipeline=pipeline)
+            pipeline.persist(job.key)
+            if remove_from_intermediate_queue:
+                pipeline.lrem(self.queue_class(job.origin, connection=self.connection).intermediate_queue_key, 1, job.id)
+            pipeline.execute()
+        self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
+
+    def write_execution_alone(self, running):
+        """Write a job's execution record in a transaction of its own (its perform_job ended before preparing the job)."""
+        with self.connection.pipeline() as pipeline:
+            rq_internals.write_execution(self, running.execution, running.job, self.get_heartbeat_ttl(running.job), pipeline)
+            pipeline.execute()
 
     def handle_execution_ended(self, job, queue, heartbeat_ttl):
         """RQ's, except that in a job's own thread the job's heartbeat joins the job's last transaction.
@@ -343,7 +366,7 @@ class ThreadPoolWorker(BaseWorker):
         """Every job_monitoring_interval, tell Redis that the worker and each running job are alive."""
         while not self.stopping.wait(self.job_monitoring_interval):
             for running in list(self.running):
-                if running.execution is None:  # its thread has not written its execution record yet
+                if not running.execution_written:  # nothing in Redis to keep alive yet
                     continue
                 try:
                     self.maintain_heartbeats(running.job, running.execution)
@@ -372,7 +395,7 @@ class ThreadPoolWorker(BaseWorker):
     def running_execution(self, execution_id):
         """The RunningJob of that execution id, if it runs here (None if not)."""
         for running in list(self.running):
-            if running.execution is not None and running.execution.id == execution_id:
+            if running.execution.id == execution_id:
                 return running
         return None
 

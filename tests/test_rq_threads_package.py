@@ -19,7 +19,7 @@ def imported_modules(path):
 
 
 def test_rq_threads_imports_only_rq_redis_and_the_standard_library():
-    allowed = {"rq", "redis", "rq_threads", "contextvars", "ctypes", "heapq", "itertools", "logging", "os", "queue", "threading", "time"}
+    allowed = {"rq", "redis", "rq_threads", "contextvars", "ctypes", "heapq", "itertools", "logging", "os", "queue", "threading", "time", "uuid"}
     for path in sorted((ROOT / "rq_threads").glob("*.py")):
         assert imported_modules(path) <= allowed, (path.name, imported_modules(path) - allowed)
 

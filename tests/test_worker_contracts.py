@@ -273,7 +273,7 @@ def test_a_callback_is_stopped_at_its_timeout_as_rq_stops_it(redis_url, callback
 
 
 def test_a_sigterm_while_a_job_is_handed_over_lets_that_job_run_and_then_stops(redis_url):
-    """rq_threads in-process: SIGTERM lands after the execution record, when a job thread that just ended set the worker idle.
+    """rq_threads in-process: SIGTERM lands while a taken job is handed over, when a job thread that just ended set the worker idle.
 
     RQ's warm-shutdown handler raises StopRequested in the work loop if the worker is not
     busy; a job taken off the queue must still run (and the worker then stop), not be left
@@ -286,13 +286,13 @@ def test_a_sigterm_while_a_job_is_handed_over_lets_that_job_run_and_then_stops(r
     from rq_threads import ThreadPoolWorker
 
     class SignalledWorker(ThreadPoolWorker):
-        def prepare_execution(self, job):
-            """RQ's, then what a job thread ending at that moment does (state idle), then SIGTERM."""
-            execution = super().prepare_execution(job)
+        def running_job(self, job, queue):
+            """rq_threads', then what a job thread ending at that moment does (state idle), then SIGTERM."""
+            running = super().running_job(job, queue)
             self.set_state(WorkerStatus.IDLE)
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.1)  # the handler runs in this thread at the next instruction
-            return execution
+            return running
 
     connection = Redis.from_url(redis_url)
     queue = Queue("handover", connection=connection)
