@@ -217,9 +217,11 @@ PHASES = (
     ("BaseWorker.check_for_suspension", "main: suspension check (+ its heartbeat)"),
     ("BaseWorker.heartbeat", "main: worker heartbeat"),
     ("Queue.dequeue_any", "main: BLMOVE + fetch the job hash"),
+    ("ThreadPoolWorker.take_waiting_job", "main: take a waiting job and read its hash (one script call)"),
     ("BaseWorker.set_state", "main: worker state"),
     ("prepare_execution", "main: execution record"),
     ("BaseWorker.prepare_job_execution", "job: prepare (registries, job hash)"),
+    ("ThreadPoolWorker.prepare_job_execution", "job: execution record + prepare, one transaction (rq_threads)"),
     ("send_mail_job", "job: the mail itself (render, MIME, SMTP, sent-marker)"),
     ("BaseWorker.handle_execution_ended", "job: job heartbeat after it ran"),
     ("BaseWorker.handle_job_success", "job: success transaction (result, registries, counters)"),
@@ -229,6 +231,7 @@ PHASES = (
     ("Watchdog.run", "job timeout watchdog thread (rq_threads)"),
     ("BaseWorker.perform_job", "job: rest of RQ's perform_job (timer, logging, callbacks)"),
     ("MailWorker.execute_job", "main: hand the job to a job thread"),
+    ("ThreadPoolWorker.execute_job", "main: hand the job to a job thread"),
     ("BaseWorker.work", "main: rest of RQ's work loop (logging, procline)"),
 )
 # The library a sample's innermost frame belongs to.

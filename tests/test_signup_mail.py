@@ -1,5 +1,6 @@
 """The durable mail path end to end: signup -> job in Redis -> rq worker -> SMTP -> confirm -> login."""
 
+import hashlib
 import json
 import time
 
@@ -101,6 +102,24 @@ def test_the_worker_takes_jobs_with_blmove_so_a_taken_job_is_never_in_no_list(ap
     used = {name.removeprefix("cmdstat_") for name in jobs_redis.info("commandstats")}
     assert "blmove" in used, sorted(used)
     assert not used & {"blpop", "lpop", "brpop", "rpop"}, sorted(used)
+
+
+def test_a_job_already_waiting_is_taken_and_read_by_one_script_that_still_moves_it_into_rq_wip(app, client, smtp_server, run_worker):
+    """rq_threads.dequeue: LMOVE into rq:wip:<queue> and the job hash's HGETALL in one Lua script, one round trip per job."""
+    from rq_threads.dequeue import TAKE_AND_READ
+
+    jobs_redis = redis.Redis.from_url(app.config["RQ_REDIS_URL"])
+    for number in range(3):
+        signup(client, f"waiting{number}@example.com")
+    jobs_redis.script_flush()  # only scripts loaded from now on count
+    jobs_redis.config_resetstat()
+    result = run_worker()
+    assert result.returncode == 0, result.stderr
+    assert len(smtp_server.wait_for_messages(3)) == 3
+    assert jobs_redis.script_exists(hashlib.sha1(TAKE_AND_READ.encode()).hexdigest()) == [True]
+    stats = jobs_redis.info("commandstats")
+    assert stats["cmdstat_lmove"]["calls"] >= 3  # inside the script: still moved into rq:wip:mailers
+    assert not {name.removeprefix("cmdstat_") for name in stats} & {"blpop", "lpop", "brpop", "rpop"}
 
 
 def test_the_worker_logs_two_lines_per_mail_the_job_taken_and_job_ok(app, client, smtp_server, run_worker):
