@@ -20,7 +20,8 @@ Overridden, public but undocumented (BaseWorker methods the forking Worker also 
 Overridden to send fewer Redis round trips per job, public but undocumented: `heartbeat` (the
 work loop's lone calls, at most once a second), `check_for_suspension` (at most once a second
 outside burst mode), `set_state` (a lone write of the state the worker has already is skipped),
-`prepare_job_execution` (without its worker heartbeat, in a job's thread),
+`prepare_job_execution` (in a job's thread: with the job's execution record, without its worker
+heartbeat), `dequeue_job_and_maintain_ttl` (a waiting job taken by one script first),
 `handle_execution_ended` with `increment_successful_job_count` and `increment_failed_job_count`
 (the job's last heartbeat written in RQ's final transaction, in a job's thread).
 
@@ -30,13 +31,19 @@ RQ documents as the death penalty for platforms without SIGALRM): `setup_death_p
 `handle_death_penalty`; read, private: its `_timeout` and `_exception` (the job's timeout, and
 the exception RQ prepared to carry its message).
 
-Called, public but undocumented: `prepare_execution` and `perform_job` (each job's life cycle,
-from its thread: RQ's forking worker writes the execution record before the fork, here the job's
-thread writes it before perform_job), what RQ's dequeue does around its LMOVE, for the
-one-round-trip dequeue (rq_threads.dequeue): `Job.restore` (the hash the script read, as
-Job.refresh restores it), `Job.redis_job_namespace_prefix`, `Queue.intermediate_queue_key`,
-`rq.utils.get_version`, `reorder_queues`, `get_redis_server_version`,
-`should_run_maintenance_tasks` and `run_maintenance_tasks`, `maintain_heartbeats`, `handle_execution_ended`, `rq.command.parse_payload`,
+Written again here, in one transaction (the worker's prepare_job_execution): what RQ's
+`rq.executions.prepare_execution` sends (`Execution.create`'s records and the worker's busy
+state: new_execution and write_execution below, which also set the private `Execution._job`)
+and the body of `BaseWorker.prepare_job_execution` (the job's heartbeat, `prepare_for_execution`,
+PERSIST, and its removal from the intermediate list). RQ's forking worker sends the first
+before the fork and the second in the horse; a job thread sends both at once.
+
+Called, public but undocumented: `perform_job` (each job's life cycle, from its thread); what
+RQ's dequeue does around its LMOVE, for the one-round-trip dequeue (rq_threads.dequeue):
+`Job.restore` (the hash the script read, as Job.refresh restores it),
+`Job.redis_job_namespace_prefix`, `Queue.intermediate_queue_key`, `rq.utils.get_version`,
+`reorder_queues`, `get_redis_server_version`, `should_run_maintenance_tasks` and
+`run_maintenance_tasks`; `maintain_heartbeats`, `handle_execution_ended`, `rq.command.parse_payload`,
 `rq.exceptions.StopRequested`, `StartedJobRegistry.get_expired_job_ids` and `parse_job_id`,
 `ScheduledJobRegistry.get_jobs_to_schedule`, and RQScheduler's `acquire_locks`,
 `should_reacquire_locks`, `acquired_locks`, `heartbeat`, `enqueue_scheduled_jobs`, `stop`,
