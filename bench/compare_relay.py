@@ -16,25 +16,13 @@ sink (psutil), and, for a probed worker, its mean occupancy (running jobs of 25)
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def bootstrap():
-    """Run inside .venv-bench (bench.run builds it), with the production settings bench.run uses."""
-    sys.path.insert(0, str(ROOT))
-    from bench import run
-
-    run.bootstrap()
-    os.chdir(ROOT)
-    os.environ.update(SECRET_KEY=run.BENCH_SECRET_KEY, SITE_URL=run.BENCH_SITE_URL, TRUSTED_HOSTS="127.0.0.1,localhost")
 
 
 def machine_ticks():
@@ -44,16 +32,15 @@ def machine_ticks():
 
 
 def tree_cpu(pids):
-    """User + system CPU seconds of these processes and their children (psutil)."""
+    """User + system CPU seconds of these processes and their children (bench.job_cost.process_cpu)."""
     import psutil
+
+    from bench.job_cost import process_cpu
 
     total = 0.0
     for pid in pids:
         try:
-            process = psutil.Process(pid)
-            for each in [process, *process.children(recursive=True)]:
-                times = each.cpu_times()
-                total += times.user + times.system
+            total += process_cpu(psutil.Process(pid))
         except psutil.NoSuchProcess:
             continue
     return total
@@ -66,15 +53,9 @@ def start_rq(stack, side, processes, workdir, tag):
     args = procfile_command("worker")
     if side["worker"]:
         args[args.index("-w") + 1] = side["worker"]
-    started = []
-    for number in range(processes):
-        env = {**stack.env, "PYTHONPATH": side["root"], "PROBE_OUT": str(workdir / f"probe-{tag}-{number}.json")}
-        log = open(workdir / f"worker-{tag}-{number}.log", "ab")
-        process = subprocess.Popen([str(BIN / "rq"), *args[1:]], cwd=side["root"], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        stack.processes.append(process)
-        started.append(process)
-    return started
+    return [stack.spawn(f"worker-{tag}", [str(BIN / "rq"), *args[1:]], cwd=side["root"],
+                        env={**stack.env, "PYTHONPATH": side["root"], "PROBE_OUT": str(workdir / f"probe-{tag}-{number}.json")})
+            for number in range(processes)]
 
 
 def one_run(stack, app, celery, name, side, count, processes, workdir, tag):
@@ -121,6 +102,9 @@ def main():
         sides[name] = {"root": str(Path(root).resolve()), "worker": worker or None}
     if args.celery:
         sides["celery_threads_25"] = None
+    sys.path.insert(0, str(ROOT))
+    from bench.job_cost import bootstrap
+
     bootstrap()
     from bench.harness import Stack
     from bench.run import CelerySide, make_app

@@ -141,10 +141,10 @@ class Stack:
         self.wait_port(self.redis_port)
         self.wait_port(self.smtp_port)
 
-    def spawn(self, name, command, env=None):
-        """Start a process in its own session, its output in the work dir."""
+    def spawn(self, name, command, env=None, cwd=ROOT):
+        """Start a process in its own session (in `cwd`, this checkout by default), its output in the work dir."""
         log = open(self.workdir / f"{name}-{len(self.processes)}.log", "ab")
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes.append(process)
         return process
 
