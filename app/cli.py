@@ -245,9 +245,9 @@ def announce_command(subject, body):
 @with_appcontext
 def send_test_mail(address):
     """Send the confirmation mail, with a dummy link, to ADDRESS: deliver_later() and a commit, as in a view."""
-    from app.extensions import db
     from app.mail.delivery import deliver_later
     from app.mail.messages import has_line_break, sample_confirmation
+    from app.web_extensions import db
 
     if has_line_break(address) or "@" not in address:
         raise click.BadParameter("an email address, on one line", param_hint="ADDRESS")

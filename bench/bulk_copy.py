@@ -32,7 +32,7 @@ def per_copy_ms(make_bytes):
 def main():
     """Print the cost per copy both ways."""
     from app import create_app
-    from app.mail.announcements import PreparedCopy, SharedCopies
+    from app.mail.announcement_batch import PreparedCopy, SharedCopies
     from app.mail.messages import ANNOUNCEMENT, build_message
 
     app = create_app("testing", {"SQLALCHEMY_DATABASE_URI": "sqlite://"})

@@ -78,8 +78,8 @@ def mail_kwargs(n, tag):
 
 def enqueue_rq(app, tag, count):
     """Queue `count` confirmation mails through deliver_later(), as the signup view does (one commit for all)."""
-    from app.extensions import db
     from app.mail.delivery import deliver_later
+    from app.web_extensions import db
 
     with app.test_request_context():
         for n in range(count):
@@ -263,9 +263,9 @@ def sink_max_rate(stack, count):
 
 def bench_bulk(stack, users, workers=2):
     """2. An announcement to `users` confirmed users vs the sink's own ceiling (the sink may have a delay)."""
-    from app.extensions import db
     from app.mail.announcements import announce
     from app.models import User, utcnow
+    from app.web_extensions import db
 
     app = make_app(stack)
     with app.app_context():
@@ -288,8 +288,8 @@ def bench_bulk(stack, users, workers=2):
 
 def bench_latency(stack, count):
     """3. Enqueue -> accepted by SMTP, one mail at a time, with one idle worker."""
-    from app.extensions import db
     from app.mail.delivery import deliver_later
+    from app.web_extensions import db
 
     app = make_app(stack)
     processes = stack.rq_workers(1)
@@ -389,9 +389,9 @@ def bench_cache(stack, users, requests):
     """
     from werkzeug.test import EnvironBuilder
 
-    from app.extensions import db
     from app.main.routes import HOME_CACHE_KEY
     from app.models import User, utcnow
+    from app.web_extensions import db
 
     app = make_app(stack)
     with app.app_context():

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from app import create_app
-from app.extensions import db
+from app.web_extensions import db
 from tests.support import (
     RecordingSMTP,
     RedisServer,

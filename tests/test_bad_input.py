@@ -3,8 +3,8 @@
 import pytest
 import redis
 
-from app.extensions import db
 from app.models import User
+from app.web_extensions import db
 from tests.support import csrf_token, mailers_queue, signup
 
 

@@ -11,8 +11,8 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from app.extensions import db
 from app.models import User
+from app.web_extensions import db
 from tests.conftest import process_env
 from tests.support import (
     Browser,
@@ -314,8 +314,8 @@ def test_slow_data_reply_within_rfc_timeout_is_one_mail(app, client, smtp_server
 
 
 def test_an_address_that_cannot_be_encoded_fails_at_once(app, smtp_server, worker_env, start_worker):
-    from app.extensions import db
     from app.mail.delivery import deliver_later
+    from app.web_extensions import db
 
     with app.test_request_context():
         deliver_later("email/confirm", "üser@example.com", "Hi", {"email": "x", "confirm_url": "y"})

@@ -8,8 +8,8 @@ import pytest
 import redis
 
 from app import create_app
-from app.extensions import db
 from app.models import User
+from app.web_extensions import db
 from tests.support import (
     RedisServer,
     body_text,

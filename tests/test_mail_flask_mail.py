@@ -11,11 +11,12 @@ from email import policy
 import pytest
 from flask_mail import email_dispatched
 
-from app.extensions import db, mail
-from app.mail.announcements import PreparedCopy, SharedCopies
+from app.extensions import mail
+from app.mail.announcement_batch import PreparedCopy, SharedCopies
 from app.mail.messages import ANNOUNCEMENT, build_message
 from app.mail.transport import relay_connections
 from app.models import User, utcnow
+from app.web_extensions import db
 from tests.support import csrf_token, login, mailers_queue, signup
 
 PASSWORD = "correct horse battery"

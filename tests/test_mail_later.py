@@ -7,10 +7,10 @@ import pytest
 import redis
 from rq.registry import ScheduledJobRegistry
 
-from app.extensions import db
 from app.mail.delivery import OutboxMail, deliver_later, sweep
 from app.mail.messages import sample_confirmation
 from app.models import utcnow
+from app.web_extensions import db
 from tests.support import mailers_queue, wait_for
 
 

@@ -11,8 +11,8 @@ from datetime import timedelta
 import pytest
 import redis
 
-from app.extensions import db
 from app.models import User, utcnow
+from app.web_extensions import db
 from tests.conftest import process_env
 from tests.support import RedisServer, csrf_token, login, mailers_queue, signup
 

@@ -37,7 +37,7 @@ def postgres_url():
 def test_migrations_run_on_postgresql(postgres_url, redis_url):
     from flask_migrate import downgrade, upgrade
 
-    from app.extensions import db
+    from app.web_extensions import db
 
     app = create_app("testing", {**redis_overrides(redis_url), "SQLALCHEMY_DATABASE_URI": postgres_url})
     with app.app_context():

@@ -18,10 +18,10 @@ import redis
 from rq.registry import StartedJobRegistry
 
 from app.auth.routes import create_account
-from app.extensions import db
 from app.mail.delivery import OutboxMail, claim, deliver_later, sweep
 from app.mail.job import SENT_MARKER_PREFIX, job_id_for
 from app.models import User, utcnow
+from app.web_extensions import db
 from tests.conftest import process_env
 from tests.support import (
     Browser,

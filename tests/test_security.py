@@ -147,8 +147,8 @@ def test_requeue_all_on_get_is_refused_in_the_dashboard(redis_url):
 
 
 def test_passwords_are_stored_salted_and_hashed(app, client):
-    from app.extensions import db
     from app.models import User
+    from app.web_extensions import db
 
     signup(client, "ada@example.com", "correct horse battery")
     signup(app.test_client(), "bob@example.com", "correct horse battery")

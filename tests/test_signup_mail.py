@@ -6,8 +6,8 @@ import time
 
 import redis
 
-from app.extensions import db
 from app.models import User
+from app.web_extensions import db
 from tests.support import confirm_link, login, mailers_queue, signup
 
 

@@ -13,12 +13,11 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from app.auth import bp
 from app.auth.forms import LoginForm, LogoutForm, ResendForm, SignupForm, normalize_email
 from app.auth.tokens import TokenExpired, TokenInvalid, make_confirm_token, read_confirm_token
-from app.extensions import db
 from app.mail.delivery import deliver_later
 from app.mail.messages import account_notice, claim_notice, confirmation_mail
 from app.main.routes import forget_home_page
 from app.models import User, utcnow
-from app.web_extensions import limiter
+from app.web_extensions import db, limiter
 
 
 def signup_rate_limit():

@@ -24,11 +24,11 @@ from sqlalchemy import delete, event, select, update
 from sqlalchemy.orm import Session
 
 from app.connections import get_queue, redis_client, wait_for_replica
-from app.extensions import db
 from app.mail.job import job_id_for, send_mail_job, sent_marker
 from app.mail.messages import ANNOUNCEMENT, ANNOUNCEMENT_BATCH_JOB, build_message, has_line_break, new_message_id
 from app.mail.transport import relay_connections
 from app.models import utcnow
+from app.web_extensions import db
 
 log = logging.getLogger(__name__)
 

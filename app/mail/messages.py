@@ -15,7 +15,7 @@ from app.connections import redis_client
 NOTICE_WINDOW = 15 * 60
 # An announcement's outbox row stands for one batch job of it (app.mail.announcements), not for one mail.
 ANNOUNCEMENT = "email/announcement"
-ANNOUNCEMENT_BATCH_JOB = "app.mail.announcements.send_announcement_batch"
+ANNOUNCEMENT_BATCH_JOB = "app.mail.announcement_batch.send_announcement_batch"
 
 
 def has_line_break(*values):

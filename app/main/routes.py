@@ -6,11 +6,10 @@ from flask import current_app, render_template, request
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
-from app.extensions import db
 from app.main import bp
 from app.models import User
 from app.page_cache import shared_page_key
-from app.web_extensions import cache
+from app.web_extensions import cache, db
 
 HOME_CACHE_KEY = "page:home"
 #: The pages that may be cached (app.page_cache.shared_page_key says for whom): path -> cache key.
