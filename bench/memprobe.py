@@ -1,4 +1,4 @@
-"""Issue 11 memory probe: pre-enqueue N mails, run k Procfile workers, report mails/s and each worker's PSS at the end.
+"""Memory probe: pre-enqueue N mails, run k Procfile workers, report mails/s and each worker's PSS at the end.
 
 Usage: PYTHONPATH=. [MEMPROBE_FORM=pool] python bench/memprobe.py N DELAY K [ENV=VALUE ...]
 It prints the PSS of the whole tree, of each started process with its children, and of each
