@@ -149,8 +149,8 @@ def describe_holder(port, root=ROOT):
     if "dev.py" in (top_command or ""):
         return (f"It is this project's own process (pid {pid}), run by a `python3 dev.py` that still runs "
                 f"(pid {top}): stop that one with Ctrl-C in its terminal, or `kill {top}`.")
-    return (f"It is this project's own process (pid {pid}: {command}), left running by an earlier "
-            f"`python3 dev.py`: stop it with `kill {top}`.")
+    return (f"It is this project's own process (pid {pid}: {command}), started from this folder but not by a "
+            f"`python3 dev.py` that still runs: stop it with `kill {top}`.")
 
 
 def redis_answers(url):
@@ -300,9 +300,9 @@ class Supervisor:
         for name in ("SIGINT", "SIGHUP"):  # a second Ctrl-C, or the terminal closing now, must not cut it short
             if hasattr(signal, name):
                 signal.signal(getattr(signal, name), signal.SIG_IGN)
-        say("stopping web, worker and mail catcher, then Redis")
         others = [(name, p) for name, p in self.running if name != "redis"]
         redis = [(name, p) for name, p in self.running if name == "redis"]
+        say("stopping web, worker and mail catcher" + (", then Redis" if redis else " (Redis was not started here: it keeps running)"))
         for group in (others, redis):
             for _, process in group:
                 if process.poll() is None:
