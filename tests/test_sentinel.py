@@ -116,8 +116,8 @@ def test_a_request_rides_out_a_dropped_connection(tmp_path, make_app):
     try:
         app = make_app(server.url)
         client = app.test_client()
-        signup(client, "ada@example.com")
-        login(client, "ada@example.com")
+        assert signup(client, "ada@example.com").status_code == 302
+        assert login(client, "ada@example.com").status_code == 302
         server.kill()  # every open connection is gone; the session is in the AOF
         answer = {}
         request = threading.Thread(target=lambda: answer.update(page=client.get("/")))
