@@ -479,10 +479,14 @@ def main():
     parser.add_argument("--rq-form", choices=("procfile", "pool"), default="procfile",
                         help="the project's workers as k `rq worker` processes (the Procfile line) or one `rq worker-pool -n k`"
                              " (throughput, relay, bulk, bulk_relay)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="alternating rounds of throughput and relay (default 5; 2 with --quick): the ratios"
+                             " are medians of per-round ratios, and this machine's speed drifts within minutes")
     parser.add_argument("--only", default="throughput,relay,bulk,bulk_relay,latency,signup,cache")
     args = parser.parse_args()
     chosen = args.only.split(",")
     quick = args.quick
+    rounds = args.rounds or (2 if quick else 5)
     os.environ["SECRET_KEY"] = BENCH_SECRET_KEY  # before config.py is first imported (processes inherit it)
     os.environ["SITE_URL"] = BENCH_SITE_URL
     os.environ["TRUSTED_HOSTS"] = "127.0.0.1,localhost"  # the load generators call loopback
@@ -495,7 +499,7 @@ def main():
             print(f"==> {name}", flush=True)
             if name == "relay":
                 results["relay"] = bench_relay(workdir, 1000 if quick else 3000, 60 if quick else 200,
-                                               processes=args.rq_processes, rounds=2 if quick else 3)
+                                               processes=args.rq_processes, rounds=rounds)
             elif name == "signup":
                 results["signup"] = bench_signup(workdir, 8, 10 if quick else 40, "pbkdf2:sha256:1")
                 results["signup_with_scrypt"] = bench_signup(workdir, 8, 5 if quick else 15, "scrypt")
@@ -503,7 +507,7 @@ def main():
                 stack = Stack(Path(workdir) / name, smtp_delay=0.1 if name == "bulk_relay" else 0.0)
                 try:
                     if name == "throughput":
-                        results[name] = bench_throughput(stack, 300 if quick else 1000)
+                        results[name] = bench_throughput(stack, 300 if quick else 1000, rounds=rounds)
                     elif name == "bulk":
                         results[name] = bench_bulk(stack, 2000 if quick else 10_000)
                     elif name == "bulk_relay":
