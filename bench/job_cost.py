@@ -225,7 +225,6 @@ PHASES = (
     ("send_mail_job", "job: the mail itself (render, MIME, SMTP, sent-marker)"),
     ("BaseWorker.handle_execution_ended", "job: job heartbeat after it ran"),
     ("BaseWorker.handle_job_success", "job: success transaction (result, registries, counters)"),
-    ("ThreadPoolWorker.handle_job_success", "job: success, one script call (rq_threads)"),
     ("BaseWorker.maintain_heartbeats", "heartbeat thread"),
     ("RQScheduler", "scheduler thread"),
     ("Timer.run", "job timeout timer threads (RQ's TimerDeathPenalty)"),
