@@ -35,7 +35,10 @@ Written again here, in one transaction (the worker's prepare_job_execution): wha
 `rq.executions.prepare_execution` sends (`Execution.create`'s records and the worker's busy
 state: new_execution and write_execution below, which also set the private `Execution._job`)
 and the body of `BaseWorker.prepare_job_execution` (the job's heartbeat, `prepare_for_execution`,
-PERSIST, and its removal from the intermediate list). RQ's forking worker sends the first
+then `started_at` set to the Execution's `created_at`, PERSIST, and its removal from the
+intermediate list). Written after RQ: the `started_at` that RQ's perform_job sets to now() in
+the job's thread is set again to the Execution's `created_at` (running.RunningJob.wrap_perform),
+so the jobs start in the order the work loop took them. RQ's forking worker sends the first
 before the fork and the second in the horse; a job thread sends both at once.
 
 Called, public but undocumented: `perform_job` (each job's life cycle, from its thread); what

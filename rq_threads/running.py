@@ -128,6 +128,9 @@ class RunningJob:
                 if self.stop_with is not None:
                     raise self.stop_with()
                 self.in_function = self.started = True
+            # RQ's perform_job has just set started_at to now(), in this thread; the job started when
+            # the work loop handed it over (its Execution's created_at), in the order the jobs were taken.
+            self.job.started_at = self.execution.created_at
             try:
                 return perform()
             finally:
