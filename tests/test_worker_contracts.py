@@ -301,3 +301,35 @@ def test_a_sigterm_while_a_job_is_handed_over_lets_that_job_run_and_then_stops(r
     SignalledWorker([queue], connection=connection).work(burst=True, logging_level="CRITICAL")
     assert job.get_status(refresh=True) == JobStatus.FINISHED
     assert len(queue) == 1
+
+
+def test_jobs_start_in_the_order_the_work_loop_took_them_whatever_order_their_threads_run(app, worker_env):
+    """started_at is when the work loop handed the job over (its Execution's created_at), as RQ's round-robin test reads it."""
+    script = """
+import sys, time
+from redis import Redis
+from rq import Queue
+from rq.job import Job
+from rq_threads import ThreadPoolWorker
+from rq_threads.running import RunningJob
+
+class LateThread(RunningJob):
+    def run(self, perform_job):
+        if self.job.id == "first":
+            time.sleep(0.3)  # this job's thread gets going after the second job's thread
+        return super().run(perform_job)
+
+class Worker(ThreadPoolWorker):
+    def running_job(self, job, queue):
+        running = LateThread(self, job, queue)
+        running.wrap_perform()
+        return running
+
+queue = Queue("mailers", connection=Redis.from_url(sys.argv[1]))
+for job_id in ("first", "second"):
+    queue.enqueue("os.getpid", job_id=job_id)
+Worker([queue], connection=queue.connection).work(burst=True, logging_level="WARNING")
+first, second = (Job.fetch(job_id, connection=queue.connection) for job_id in ("first", "second"))
+print(first.started_at < second.started_at, first.ended_at > second.ended_at)
+"""
+    assert run_python(worker_env, script, app.config["RQ_REDIS_URL"]) == "True True"
