@@ -35,11 +35,12 @@ Written again here, in one transaction (the worker's prepare_job_execution): wha
 `rq.executions.prepare_execution` sends (`Execution.create`'s records and the worker's busy
 state: new_execution and write_execution below, which also set the private `Execution._job`)
 and the body of `BaseWorker.prepare_job_execution` (the job's heartbeat, `prepare_for_execution`,
-then `started_at` set to the Execution's `created_at`, PERSIST, and its removal from the
-intermediate list). Written after RQ: the `started_at` that RQ's perform_job sets to now() in
-the job's thread is set again to the Execution's `created_at` (running.RunningJob.wrap_perform),
-so the jobs start in the order the work loop took them. RQ's forking worker sends the first
+PERSIST, and its removal from the intermediate list). RQ's forking worker sends the first
 before the fork and the second in the horse; a job thread sends both at once.
+
+Set again after RQ: the `started_at` that RQ's perform_job sets to now() in the job's thread
+becomes the Execution's `created_at` (running.RunningJob.wrap_perform), so the jobs start in
+the order the work loop took them; RQ's success or failure transaction writes it.
 
 Called, public but undocumented: `perform_job` (each job's life cycle, from its thread); what
 RQ's dequeue does around its LMOVE, for the one-round-trip dequeue (rq_threads.dequeue):

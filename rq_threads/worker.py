@@ -12,7 +12,7 @@ from rq.exceptions import StopRequested
 from rq.job import JobStatus
 from rq.logutils import blue, green
 from rq.registry import StartedJobRegistry
-from rq.utils import get_version, now, utcformat
+from rq.utils import get_version, now
 from rq.worker import BaseWorker, WorkerStatus
 
 from rq_threads import rq_internals
@@ -197,11 +197,6 @@ class ThreadPoolWorker(BaseWorker):
     def prepare_job_execution(self, job, remove_from_intermediate_queue=False):
         """RQ's, in a job's thread with the job's execution record in the same transaction, less the worker heartbeat.
 
-        The job's `started_at` is the moment its Execution was made, when the work loop handed
-        it to a thread: jobs taken one after the other start in that order (RQ's dequeue
-        strategies, which RQ's suite reads off `started_at`), even when their threads run in
-        another order.
-
         RQ's forking worker writes the execution record (RQ's prepare_execution: the started
         registry's entry, the worker busy) in one transaction before it forks, and the horse
         then marks the job started in a second one. Here the job's thread sends both in one
@@ -221,10 +216,6 @@ class ThreadPoolWorker(BaseWorker):
             rq_internals.write_execution(self, running.execution, job, heartbeat_ttl, pipeline)
             job.heartbeat(now(), heartbeat_ttl, pipeline=pipeline)
             job.prepare_for_execution(self.name, pipeline=pipeline)
-            # Started when the work loop handed the job to a thread, as its Execution says: the
-            # order the jobs were taken in (RQ's dequeue strategies), whatever order the threads run.
-            job.started_at = running.execution.created_at
-            pipeline.hset(job.key, "started_at", utcformat(job.started_at))
             pipeline.persist(job.key)
             if remove_from_intermediate_queue:
                 pipeline.lrem(self.queue_class(job.origin, connection=self.connection).intermediate_queue_key, 1, job.id)
