@@ -123,4 +123,5 @@ def write_execution(worker, execution, job, ttl, pipeline):
     pipeline.sadd(execution.worker_executions_key, execution.composite_key)
     pipeline.expire(execution.worker_executions_key, ttl + 60)
     worker.executions[execution.id] = execution
-    worker.set_state(WorkerStatus.BUSY, pipeline=pipeline)
+    if BaseWorker.get_state(worker) != WorkerStatus.BUSY:  # busy already: no job runs here without it (set_state)
+        worker.set_state(WorkerStatus.BUSY, pipeline=pipeline)

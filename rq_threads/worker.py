@@ -214,8 +214,7 @@ class ThreadPoolWorker(BaseWorker):
         with self.connection.pipeline() as pipeline:
             heartbeat_ttl = self.get_heartbeat_ttl(job)
             rq_internals.write_execution(self, running.execution, job, heartbeat_ttl, pipeline)
-            job.heartbeat(now(), heartbeat_ttl, pipeline=pipeline)
-            job.prepare_for_execution(self.name, pipeline=pipeline)
+            job.prepare_for_execution(self.name, pipeline=pipeline)  # it writes the job's heartbeat too
             pipeline.persist(job.key)
             if remove_from_intermediate_queue:
                 pipeline.lrem(self.queue_class(job.origin, connection=self.connection).intermediate_queue_key, 1, job.id)
@@ -232,9 +231,10 @@ class ThreadPoolWorker(BaseWorker):
         """RQ's, except that in a job's own thread the job's heartbeat joins the job's last transaction.
 
         RQ writes `last_heartbeat` to the job's hash at once (a lone round trip), then records
-        the outcome in one transaction; here the same write goes into that transaction
-        (increment_successful_job_count / increment_failed_job_count, which RQ calls inside it).
-        From any other thread (a timeout, a stop command) it is RQ's as it is.
+        the outcome in one transaction. Here the value is only set on the job: a success saves
+        the whole job hash in that transaction (RQ's Job._handle_success), `last_heartbeat`
+        included, and a failure writes it there (increment_failed_job_count, which RQ calls
+        inside it). From any other thread (a timeout, a stop command) it is RQ's as it is.
         """
         if getattr(this_thread, "running", None) is None:
             return super().handle_execution_ended(job, queue, heartbeat_ttl)
@@ -242,21 +242,12 @@ class ThreadPoolWorker(BaseWorker):
         this_thread.ended_job = job
         return None
 
-    def increment_successful_job_count(self, pipeline=None):
-        """RQ's counter, plus the job's heartbeat that handle_execution_ended left for this transaction."""
-        self.write_ended_heartbeat(pipeline)
-        super().increment_successful_job_count(pipeline=pipeline)
-
     def increment_failed_job_count(self, pipeline=None):
-        """RQ's counter, plus the job's heartbeat that handle_execution_ended left for this transaction."""
-        self.write_ended_heartbeat(pipeline)
-        super().increment_failed_job_count(pipeline=pipeline)
-
-    def write_ended_heartbeat(self, pipeline):
-        """Write the `last_heartbeat` of this thread's job that ended, in `pipeline` (at once without one)."""
+        """RQ's counter, plus the `last_heartbeat` of this thread's job that ended (handle_execution_ended set it)."""
         job = getattr(this_thread, "ended_job", None)
-        if job is not None:  # kept: a transaction RQ retries after a WatchError writes it again
+        if job is not None:
             job.heartbeat(job.last_heartbeat, 0, pipeline=pipeline)
+        super().increment_failed_job_count(pipeline=pipeline)
 
     def check_for_suspension(self, burst):
         """RQ's check for `rq suspend`, at most once a second outside burst mode (it is a round trip and 6 commands).
