@@ -23,7 +23,8 @@ outside burst mode), `set_state` (a lone write of the state the worker has alrea
 `prepare_job_execution` (in a job's thread: with the job's execution record, without its worker
 heartbeat), `dequeue_job_and_maintain_ttl` (a waiting job taken by one script first),
 `handle_execution_ended` with `increment_successful_job_count` and `increment_failed_job_count`
-(the job's last heartbeat written in RQ's final transaction, in a job's thread).
+(the job's last heartbeat written in RQ's final transaction, in a job's thread),
+`handle_job_success` (in a job's thread: one script instead of WATCH, SMEMBERS and MULTI ... EXEC).
 
 Overridden in running.ThreadDeathPenalty (a subclass of rq.timeouts.TimerDeathPenalty, which
 RQ documents as the death penalty for platforms without SIGALRM): `setup_death_penalty` and
@@ -36,7 +37,14 @@ Written again here, in one transaction (the worker's prepare_job_execution): wha
 state: new_execution and write_execution below, which also set the private `Execution._job`)
 and the body of `BaseWorker.prepare_job_execution` (the job's heartbeat, `prepare_for_execution`,
 PERSIST, and its removal from the intermediate list). RQ's forking worker sends the first
-before the fork and the second in the horse; a job thread sends both at once.
+before the fork and the second in the horse; a job thread sends both at once. And, in a job's
+thread, the body of `BaseWorker.handle_job_success` between its MULTI and its EXEC (the
+counters, the private `Job._handle_success`, `Job.cleanup`, the private `Job._status`,
+`cleanup_execution`), sent by one script that first checks the job's dependents set
+(rq_threads.transaction); a job with dependents, or one that repeats, gets RQ's own.
+
+Read, redis-py's, undocumented: `Pipeline.command_stack` (the commands queued in a pipeline,
+which rq_threads.transaction sends as a script's arguments).
 
 Set again after RQ: the `started_at` that RQ's perform_job sets to now() in the job's thread
 becomes the Execution's `created_at` (running.RunningJob.wrap_perform), so the jobs start in

@@ -2,6 +2,9 @@
 
 import ast
 
+import pytest
+import redis
+
 from rq_suite.run import MODULES, pytest_env
 from tests.support import ROOT
 
@@ -39,3 +42,28 @@ def test_only_a_run_of_every_module_checks_that_each_expected_failure_matched_a_
     rerun = pytest_env(every_module, ["tests/test_worker.py::TestWorker::test_dequeue_round_robin"])
     assert every_module["RQ_SUITE_ALL_MODULES"] == "1"
     assert "RQ_SUITE_ALL_MODULES" not in rerun  # else the rerun of one flaky test stops with a usage error
+
+
+def test_a_guarded_transaction_writes_everything_unless_its_guard_key_exists_and_then_nothing(redis_url):
+    """rq_threads.transaction: the commands of a pipeline, run by one script only while the guard key is absent."""
+    from rq_threads.transaction import GuardedTransaction
+
+    connection = redis.Redis.from_url(redis_url)
+    transaction = GuardedTransaction(connection)
+
+    def queued():
+        pipeline = transaction.pipeline()
+        pipeline.hset("job", mapping={"status": "finished", "ended_at": 1.5})
+        pipeline.xadd("results", {"type": "1"}, maxlen=10)
+        pipeline.expire("job", 500)
+        return pipeline
+
+    transaction.run(queued(), guard_key="dependents")
+    assert connection.hgetall("job") == {b"status": b"finished", b"ended_at": b"1.5"}
+    assert connection.xlen("results") == 1 and 0 < connection.ttl("job") <= 500
+
+    connection.delete("job", "results")
+    connection.sadd("dependents", "a-dependent-job")
+    with pytest.raises(redis.exceptions.WatchError):
+        transaction.run(queued(), guard_key="dependents")
+    assert connection.exists("job", "results") == 0

@@ -122,6 +122,33 @@ def test_a_job_already_waiting_is_taken_and_read_by_one_script_that_still_moves_
     assert not {name.removeprefix("cmdstat_") for name in stats} & {"blpop", "lpop", "brpop", "rpop"}
 
 
+def test_a_job_without_dependents_records_its_success_in_one_script_without_watch(app, client, smtp_server, run_worker):
+    """rq_threads.transaction: RQ's success writes sent as one script that checks the dependents set, one round trip."""
+    from rq.job import Job
+    from rq.registry import FinishedJobRegistry
+    from rq.serializers import JSONSerializer
+
+    from rq_threads.transaction import RUN_UNLESS_EXISTS
+
+    jobs_redis = redis.Redis.from_url(app.config["RQ_REDIS_URL"])
+    for number in range(3):
+        signup(client, f"finished{number}@example.com")
+    job_ids = mailers_queue(app).job_ids
+    jobs_redis.script_flush()  # only scripts loaded from now on count
+    jobs_redis.config_resetstat()
+    result = run_worker()
+    assert result.returncode == 0, result.stderr
+    assert len(smtp_server.wait_for_messages(3)) == 3
+    assert jobs_redis.script_exists(hashlib.sha1(RUN_UNLESS_EXISTS.encode()).hexdigest()) == [True]
+    stats = jobs_redis.info("commandstats")
+    assert "cmdstat_watch" not in stats  # RQ's own path WATCHes the dependents set before it reads it
+    # What RQ's transaction writes, written: finished, in the finished registry, one successful result each.
+    assert sorted(FinishedJobRegistry("mailers", connection=jobs_redis).get_job_ids()) == sorted(job_ids)
+    for job_id in job_ids:
+        job = Job.fetch(job_id, connection=jobs_redis, serializer=JSONSerializer)
+        assert job.get_status() == "finished" and job.latest_result().type.name == "SUCCESSFUL"
+
+
 def test_the_worker_logs_two_lines_per_mail_the_job_taken_and_job_ok(app, client, smtp_server, run_worker):
     """RQ's INFO lines for one mail, less the two that repeat them (its time taken, how long its result is kept)."""
     signup(client, "ada@example.com")
