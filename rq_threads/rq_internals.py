@@ -22,9 +22,9 @@ work loop's lone calls, at most once a second), `check_for_suspension` (at most 
 outside burst mode), `set_state` (a lone write of the state the worker has already is skipped),
 `prepare_job_execution` (in a job's thread: with the job's execution record, without its worker
 heartbeat), `dequeue_job_and_maintain_ttl` (a waiting job taken by one script first),
-`handle_execution_ended` with `increment_successful_job_count` and `increment_failed_job_count`
-(the job's last heartbeat written in RQ's final transaction, in a job's thread),
-`handle_job_success` (in a job's thread: one script instead of WATCH, SMEMBERS and MULTI ... EXEC).
+`handle_execution_ended` with `increment_failed_job_count` (the job's last heartbeat written in
+RQ's final transaction, in a job's thread), `handle_job_success` (in a job's thread: one script
+instead of WATCH, SMEMBERS and MULTI ... EXEC).
 
 Overridden in running.ThreadDeathPenalty (a subclass of rq.timeouts.TimerDeathPenalty, which
 RQ documents as the death penalty for platforms without SIGALRM): `setup_death_penalty` and
@@ -35,13 +35,16 @@ the exception RQ prepared to carry its message).
 Written again here, in one transaction (the worker's prepare_job_execution): what RQ's
 `rq.executions.prepare_execution` sends (`Execution.create`'s records and the worker's busy
 state: new_execution and write_execution below, which also set the private `Execution._job`)
-and the body of `BaseWorker.prepare_job_execution` (the job's heartbeat, `prepare_for_execution`,
-PERSIST, and its removal from the intermediate list). RQ's forking worker sends the first
-before the fork and the second in the horse; a job thread sends both at once. And, in a job's
-thread, the body of `BaseWorker.handle_job_success` between its MULTI and its EXEC (the
-counters, the private `Job._handle_success`, `Job.cleanup`, the private `Job._status`,
-`cleanup_execution`), sent by one script that first checks the job's dependents set
-(rq_threads.transaction); a job with dependents, or one that repeats, gets RQ's own.
+and the body of `BaseWorker.prepare_job_execution` (`prepare_for_execution`, which writes the
+job's heartbeat too, PERSIST, and its removal from the intermediate list). RQ's forking worker
+sends the first before the fork and the second in the horse; a job thread sends both at once.
+And, in a job's thread, the body of `BaseWorker.handle_job_success` between its MULTI and its
+EXEC (the counters, `Job.cleanup`, the private `Job._status`, `cleanup_execution`, and what the
+private `Job._handle_success` writes: the job's status, `Result.create` with the private
+`Job._result`, the finished registry's entry), sent by one script that first checks the job's
+dependents set and its hash (rq_threads.transaction); the job's hash gets only its four
+changed fields, where `_handle_success` saves all of them again. A job with dependents, one
+whose hash is gone, or one that repeats, gets RQ's own.
 
 Read, redis-py's, undocumented: `Pipeline.command_stack` (the commands queued in a pipeline,
 which rq_threads.transaction sends as a script's arguments).
@@ -114,6 +117,11 @@ def remove_registry_entries(registry, job_id, connection):
     members = [m for m in registry.connection.zrange(registry.key, 0, -1) if registry.parse_job_id(m) == job_id]
     if members:
         connection.zrem(registry.key, *members)
+
+
+def return_value(job):
+    """Job._result: what the job's function returned, set by RQ's _finalize_success (Result.create stores it)."""
+    return job._result
 
 
 def new_execution(worker, job):

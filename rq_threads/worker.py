@@ -13,7 +13,8 @@ from rq.job import JobStatus
 from rq.logutils import blue, green
 from rq.rate_limit import release_slot
 from rq.registry import StartedJobRegistry
-from rq.utils import get_version, now
+from rq.results import Result
+from rq.utils import get_version, now, utcformat
 from rq.worker import BaseWorker, WorkerStatus
 
 from rq_threads import rq_internals
@@ -236,9 +237,12 @@ class ThreadPoolWorker(BaseWorker):
         RQ WATCHes the job's dependents set, reads it, then sends its writes in MULTI ... EXEC:
         three round trips. Here the same writes, queued by the same RQ calls in the same order,
         go to Redis as one script that first checks that the set does not exist
-        (rq_threads.transaction). If it exists, nothing was written, and RQ's handle_job_success
-        runs as it is: it moves the dependents to ready in its own transaction. A job that
-        repeats (RQ's Repeat) is left to RQ as well.
+        (rq_threads.transaction), with one change: the job's hash gets only the fields that
+        changed since it was read (record_finished), where RQ writes all of it again. So the
+        script also checks that the hash is still there. If the set exists or the hash is gone,
+        nothing was written, and RQ's handle_job_success runs as it is: it moves the dependents
+        to ready, and it writes the whole hash again. A job that repeats (RQ's Repeat) is left to
+        RQ as well.
         """
         if getattr(this_thread, "running", None) is None or job.repeats_left:
             return super().handle_job_success(job, queue, started_job_registry, execution)
@@ -251,13 +255,12 @@ class ThreadPoolWorker(BaseWorker):
             self.increment_total_working_time(job.ended_at - job.started_at, pipeline)
             result_ttl = job.get_result_ttl(self.default_result_ttl)
             if result_ttl != 0:
-                job._handle_success(result_ttl, pipeline=pipeline, worker_name=self.name, execution_id=execution.id,
-                                    execution_started_at=execution.created_at, execution_ended_at=job.ended_at)
+                self.record_finished(job, result_ttl, execution, pipeline)
             job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
             job._status = JobStatus.FINISHED
             self.cleanup_execution(job, pipeline=pipeline, execution=execution)
             try:
-                self.success_transaction.run(pipeline, guard_key=job.dependents_key)
+                self.success_transaction.run(pipeline, guard_key=job.dependents_key, needed_key=job.key)
             except redis.exceptions.WatchError:
                 has_dependents = True
             else:
@@ -269,14 +272,35 @@ class ThreadPoolWorker(BaseWorker):
         self.log.info("Successfully completed %s in %ss on worker %s", described, job.ended_at - job.started_at, self.name)
         return None
 
+    def record_finished(self, job, result_ttl, execution, pipeline):
+        """What RQ's Job._handle_success writes, in `pipeline`, but only the job's fields that changed while it ran.
+
+        RQ sets the status, then saves the whole job (about 1 KB: its arguments compressed
+        again, its description, its callbacks), then adds its result and its entry in the
+        finished registry. The job's thread changed four fields since the job was read:
+        status, started_at (running.RunningJob.wrap_perform), ended_at and last_heartbeat
+        (handle_execution_ended); prepare_job_execution wrote the worker's name.
+        """
+        job._status = JobStatus.FINISHED
+        pipeline.hset(job.key, mapping={
+            "status": JobStatus.FINISHED,
+            "started_at": utcformat(job.started_at),
+            "ended_at": utcformat(job.ended_at),
+            "last_heartbeat": utcformat(job.last_heartbeat),
+        })
+        Result.create(job, Result.Type.SUCCESSFUL, return_value=rq_internals.return_value(job), ttl=result_ttl,
+                      worker_name=self.name, pipeline=pipeline, execution_id=execution.id,
+                      execution_started_at=execution.created_at, execution_ended_at=job.ended_at)
+        job.finished_job_registry.add(job, result_ttl, pipeline)
+
     def handle_execution_ended(self, job, queue, heartbeat_ttl):
         """RQ's, except that in a job's own thread the job's heartbeat joins the job's last transaction.
 
         RQ writes `last_heartbeat` to the job's hash at once (a lone round trip), then records
-        the outcome in one transaction. Here the value is only set on the job: a success saves
-        the whole job hash in that transaction (RQ's Job._handle_success), `last_heartbeat`
-        included, and a failure writes it there (increment_failed_job_count, which RQ calls
-        inside it). From any other thread (a timeout, a stop command) it is RQ's as it is.
+        the outcome in one transaction. Here the value is only set on the job, and that
+        transaction writes it: a success with the job's other changed fields (record_finished,
+        or RQ's save of the whole job), a failure in increment_failed_job_count, which RQ calls
+        inside it. From any other thread (a timeout, a stop command) it is RQ's as it is.
         """
         if getattr(this_thread, "running", None) is None:
             return super().handle_execution_ended(job, queue, heartbeat_ttl)

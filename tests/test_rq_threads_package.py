@@ -67,3 +67,8 @@ def test_a_guarded_transaction_writes_everything_unless_its_guard_key_exists_and
     with pytest.raises(redis.exceptions.WatchError):
         transaction.run(queued(), guard_key="dependents")
     assert connection.exists("job", "results") == 0
+
+    connection.delete("dependents")
+    with pytest.raises(redis.exceptions.WatchError):  # a needed key that is gone: nothing written either
+        transaction.run(queued(), guard_key="dependents", needed_key="job")
+    assert connection.exists("job", "results") == 0

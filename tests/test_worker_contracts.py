@@ -333,3 +333,44 @@ first, second = (Job.fetch(job_id, connection=queue.connection) for job_id in ("
 print(first.started_at < second.started_at, first.ended_at > second.ended_at)
 """
     assert run_python(worker_env, script, app.config["RQ_REDIS_URL"]) == "True True"
+
+
+def delete_own_hash_then_return():
+    """A job whose hash is deleted while it runs (what `job.delete()` from elsewhere does to a running job)."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    job.connection.delete(job.key)
+    return "done"
+
+
+def change_own_description_then_return():
+    """A job whose hash gets a field written by another client while it runs."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    job.connection.hset(job.key, "description", "changed while it ran")
+    return "done"
+
+
+def test_a_success_writes_the_jobs_changed_fields_and_a_deleted_hash_gets_rqs_whole_save(redis_url):
+    """rq_threads in-process: the success updates four fields of the job's hash; a hash gone meanwhile is saved whole, as RQ does."""
+    from redis import Redis
+    from rq import Queue
+
+    from rq_threads import ThreadPoolWorker
+
+    connection = Redis.from_url(redis_url)
+    queue = Queue("success-writes", connection=connection)
+    kept = queue.enqueue(change_own_description_then_return)
+    deleted = queue.enqueue(delete_own_hash_then_return)
+    ThreadPoolWorker([queue], connection=connection).work(burst=True, logging_level="WARNING")
+
+    kept.refresh()
+    assert kept.get_status() == JobStatus.FINISHED and kept.latest_result().return_value == "done"
+    assert kept.description == "changed while it ran"  # RQ's whole save would write the old description back
+    assert kept.started_at <= kept.ended_at and kept.last_heartbeat >= kept.started_at
+    # Without the check that the hash is still there, the four fields alone would make a job
+    # hash without its function and arguments, which no one could read again.
+    again = Job.fetch(deleted.id, connection=connection)
+    assert again.get_status() == JobStatus.FINISHED and again.func_name.endswith("delete_own_hash_then_return")
