@@ -24,7 +24,8 @@ outside burst mode), `set_state` (a lone write of the state the worker has alrea
 heartbeat), `dequeue_job_and_maintain_ttl` (a waiting job taken by one script first),
 `handle_execution_ended` with `increment_failed_job_count` (the job's last heartbeat written in
 RQ's final transaction, in a job's thread), `handle_job_success` (in a job's thread: one script
-instead of WATCH, SMEMBERS and MULTI ... EXEC).
+instead of WATCH, SMEMBERS and MULTI ... EXEC), `increment_successful_job_count` and
+`increment_total_working_time` (in a job's thread: added up, sent with the next heartbeat).
 
 Overridden in running.ThreadDeathPenalty (a subclass of rq.timeouts.TimerDeathPenalty, which
 RQ documents as the death penalty for platforms without SIGALRM): `setup_death_penalty` and
@@ -43,7 +44,8 @@ EXEC (the counters, `Job.cleanup`, the private `Job._status`, `cleanup_execution
 private `Job._handle_success` writes: the job's status, `Result.create` with the private
 `Job._result`, the finished registry's entry), sent by one script that first checks the job's
 dependents set and its hash (rq_threads.transaction); the job's hash gets only its four
-changed fields, where `_handle_success` saves all of them again. A job with dependents, one
+changed fields, where `_handle_success` saves all of them again, and `Job.cleanup` expires
+only the hash for a job without the private `Job._dependency_ids`. A job with dependents, one
 whose hash is gone, or one that repeats, gets RQ's own.
 
 Read, redis-py's, undocumented: `Pipeline.command_stack` (the commands queued in a pipeline,
@@ -117,6 +119,11 @@ def remove_registry_entries(registry, job_id, connection):
     members = [m for m in registry.connection.zrange(registry.key, 0, -1) if registry.parse_job_id(m) == job_id]
     if members:
         connection.zrem(registry.key, *members)
+
+
+def dependency_ids(job):
+    """Job._dependency_ids: the ids of the jobs this one waits for (its `depends_on`), read from its hash."""
+    return job._dependency_ids
 
 
 def return_value(job):

@@ -68,6 +68,8 @@ class ThreadPoolWorker(BaseWorker):
         self.work_loop_heartbeat_at = NEVER  # time.monotonic() of its last one
         self.suspension_checked_at = NEVER  # time.monotonic() of the last check outside burst mode
         self.taker = None  # the one-round-trip dequeue (rq_threads.dequeue), made at its first use
+        self.counts_lock = threading.Lock()
+        self.unsent_successes, self.unsent_working_seconds = 0, 0.0  # job threads' counts (send_job_counts)
         self.success_transaction = None  # the one-round-trip success (handle_job_success), made at its first use
 
     # --- the work loop -------------------------------------------------------------------------
@@ -197,6 +199,8 @@ class ThreadPoolWorker(BaseWorker):
                 return
             self.work_loop_heartbeat_at = time.monotonic()
         super().heartbeat(max(timeout or 0, self.worker_ttl + 60), pipeline=pipeline)
+        if pipeline is None:
+            self.send_job_counts()
 
     def prepare_job_execution(self, job, remove_from_intermediate_queue=False):
         """RQ's, in a job's thread with the job's execution record in the same transaction, less the worker heartbeat.
@@ -256,7 +260,7 @@ class ThreadPoolWorker(BaseWorker):
             result_ttl = job.get_result_ttl(self.default_result_ttl)
             if result_ttl != 0:
                 self.record_finished(job, result_ttl, execution, pipeline)
-            job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
+            self.expire_finished(job, result_ttl, pipeline)
             job._status = JobStatus.FINISHED
             self.cleanup_execution(job, pipeline=pipeline, execution=execution)
             try:
@@ -292,6 +296,56 @@ class ThreadPoolWorker(BaseWorker):
                       worker_name=self.name, pipeline=pipeline, execution_id=execution.id,
                       execution_started_at=execution.created_at, execution_ended_at=job.ended_at)
         job.finished_job_registry.add(job, result_ttl, pipeline)
+
+    def expire_finished(self, job, result_ttl, pipeline):
+        """RQ's Job.cleanup(result_ttl), less the EXPIREs of two sets that a job in the success script does not have.
+
+        Job.cleanup sets the TTL of the job's hash, of its set of dependent jobs and of its set
+        of dependencies. The script runs only when the first set does not exist, and the second
+        exists only for a job enqueued with `depends_on`.
+        """
+        if result_ttl is not None and result_ttl > 0 and not rq_internals.dependency_ids(job):
+            pipeline.expire(job.key, result_ttl)
+        else:
+            job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
+
+    def increment_successful_job_count(self, pipeline=None):
+        """RQ's counter; in a job's thread only added up, and sent with the worker's next heartbeat (send_job_counts)."""
+        if getattr(this_thread, "running", None) is None:
+            return super().increment_successful_job_count(pipeline=pipeline)
+        with self.counts_lock:
+            self.unsent_successes += 1
+        return None
+
+    def increment_total_working_time(self, job_execution_time, pipeline):
+        """RQ's counter of seconds worked; in a job's thread only added up, as increment_successful_job_count."""
+        if getattr(this_thread, "running", None) is None:
+            return super().increment_total_working_time(job_execution_time, pipeline)
+        with self.counts_lock:
+            self.unsent_working_seconds += job_execution_time.total_seconds()
+        return None
+
+    def send_job_counts(self):
+        """Add the job threads' counts to the worker's hash, in one round trip: at most once a second, and at teardown.
+
+        RQ sends HINCRBY and HINCRBYFLOAT in every job's success transaction; they are
+        statistics (`rq info`, rq-dashboard), and here they lag by at most a heartbeat. If Redis
+        does not answer, they are kept for the next time.
+        """
+        with self.counts_lock:
+            successes, seconds = self.unsent_successes, self.unsent_working_seconds
+            self.unsent_successes, self.unsent_working_seconds = 0, 0.0
+        if not successes and not seconds:
+            return
+        try:
+            with self.connection.pipeline() as pipeline:
+                pipeline.hincrby(self.key, "successful_job_count", successes)
+                pipeline.hincrbyfloat(self.key, "total_working_time", seconds)
+                pipeline.execute()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            with self.counts_lock:
+                self.unsent_successes += successes
+                self.unsent_working_seconds += seconds
 
     def handle_execution_ended(self, job, queue, heartbeat_ttl):
         """RQ's, except that in a job's own thread the job's heartbeat joins the job's last transaction.
@@ -551,6 +605,7 @@ class ThreadPoolWorker(BaseWorker):
         try:
             self.wait_for_running_jobs()
         finally:
+            self.send_job_counts()
             self.end_job_threads()
             self.stopping.set()
             for thread in self.helper_threads:

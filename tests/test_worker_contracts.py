@@ -374,3 +374,21 @@ def test_a_success_writes_the_jobs_changed_fields_and_a_deleted_hash_gets_rqs_wh
     # hash without its function and arguments, which no one could read again.
     again = Job.fetch(deleted.id, connection=connection)
     assert again.get_status() == JobStatus.FINISHED and again.func_name.endswith("delete_own_hash_then_return")
+
+
+def test_the_workers_counts_are_all_in_redis_when_a_burst_ends(redis_url):
+    """rq_threads in-process: the job threads' success count and working time, sent once a second, are all sent at teardown."""
+    from redis import Redis
+    from rq import Queue
+    from rq.worker import Worker
+
+    from rq_threads import ThreadPoolWorker
+
+    connection = Redis.from_url(redis_url)
+    queue = Queue("counted", connection=connection)
+    for _ in range(5):
+        queue.enqueue(finish_quickly)
+    worker = ThreadPoolWorker([queue], connection=connection)
+    worker.work(burst=True, logging_level="WARNING")
+    seen = Worker.find_by_key(worker.key, connection=connection)  # as `rq info` reads it, while its hash lives
+    assert seen.successful_job_count == 5 and seen.total_working_time > 0
