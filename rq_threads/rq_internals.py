@@ -24,8 +24,9 @@ outside burst mode), `set_state` (a lone write of the state the worker has alrea
 heartbeat), `dequeue_job_and_maintain_ttl` (a waiting job taken by one script first),
 `handle_execution_ended` with `increment_failed_job_count` (the job's last heartbeat written in
 RQ's final transaction, in a job's thread), `handle_job_success` (in a job's thread: one script
-instead of WATCH, SMEMBERS and MULTI ... EXEC), `increment_successful_job_count` and
-`increment_total_working_time` (in a job's thread: added up, sent with the next heartbeat).
+instead of WATCH, SMEMBERS and MULTI ... EXEC; the worker's two counters that RQ increments
+there, `successful_job_count` and `total_working_time`, are added up and sent with the next
+heartbeat).
 
 Overridden in running.ThreadDeathPenalty (a subclass of rq.timeouts.TimerDeathPenalty, which
 RQ documents as the death penalty for platforms without SIGALRM): `setup_death_penalty` and
@@ -40,7 +41,7 @@ and the body of `BaseWorker.prepare_job_execution` (`prepare_for_execution`, whi
 job's heartbeat too, PERSIST, and its removal from the intermediate list). RQ's forking worker
 sends the first before the fork and the second in the horse; a job thread sends both at once.
 And, in a job's thread, the body of `BaseWorker.handle_job_success` between its MULTI and its
-EXEC (the counters, `Job.cleanup`, the private `Job._status`, `cleanup_execution`, and what the
+EXEC (`Job.cleanup`, the private `Job._status`, `cleanup_execution`, and what the
 private `Job._handle_success` writes: the job's status, `Result.create` with the private
 `Job._result`, the finished registry's entry), sent by one script that first checks the job's
 dependents set and its hash (rq_threads.transaction); the job's hash gets only its four

@@ -51,4 +51,4 @@ class GuardedTransaction:
         if not args:
             return
         if self.script(keys=[guard_key, needed_key] if needed_key else [guard_key], args=args) == 0:
-            raise redis.exceptions.WatchError(f"{guard_key} exists")
+            raise redis.exceptions.WatchError(f"{guard_key} exists" + (f" or {needed_key} does not" if needed_key else ""))

@@ -254,9 +254,8 @@ class ThreadPoolWorker(BaseWorker):
             self.success_transaction = GuardedTransaction(self.connection)
         self.log.debug("Worker %s: handling successful execution of job %s", self.name, job.id)
         with self.success_transaction.pipeline() as pipeline:
-            # The body of RQ's handle_job_success between its MULTI and its EXEC, without a repeat.
-            self.increment_successful_job_count(pipeline=pipeline)
-            self.increment_total_working_time(job.ended_at - job.started_at, pipeline)
+            # The body of RQ's handle_job_success between its MULTI and its EXEC, without a repeat
+            # and without the worker's counters, which are added up once the script ran (count_success).
             result_ttl = job.get_result_ttl(self.default_result_ttl)
             if result_ttl != 0:
                 self.record_finished(job, result_ttl, execution, pipeline)
@@ -271,6 +270,7 @@ class ThreadPoolWorker(BaseWorker):
                 has_dependents = False
         if has_dependents:  # nothing written: RQ's own path writes the same and moves the dependents to ready
             return super().handle_job_success(job, queue, started_job_registry, execution)
+        self.count_success(job.ended_at - job.started_at)
         release_slot(job)
         described = f"{job.description} job" if self.log_job_description else f"job {job.id}"
         self.log.info("Successfully completed %s in %ss on worker %s", described, job.ended_at - job.started_at, self.name)
@@ -309,28 +309,19 @@ class ThreadPoolWorker(BaseWorker):
         else:
             job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
 
-    def increment_successful_job_count(self, pipeline=None):
-        """RQ's counter; in a job's thread only added up, and sent with the worker's next heartbeat (send_job_counts)."""
-        if getattr(this_thread, "running", None) is None:
-            return super().increment_successful_job_count(pipeline=pipeline)
+    def count_success(self, time_taken):
+        """Add one success and its time to the worker's counters, sent with its next heartbeat (send_job_counts)."""
         with self.counts_lock:
             self.unsent_successes += 1
-        return None
-
-    def increment_total_working_time(self, job_execution_time, pipeline):
-        """RQ's counter of seconds worked; in a job's thread only added up, as increment_successful_job_count."""
-        if getattr(this_thread, "running", None) is None:
-            return super().increment_total_working_time(job_execution_time, pipeline)
-        with self.counts_lock:
-            self.unsent_working_seconds += job_execution_time.total_seconds()
-        return None
+            self.unsent_working_seconds += time_taken.total_seconds()
 
     def send_job_counts(self):
         """Add the job threads' counts to the worker's hash, in one round trip: at most once a second, and at teardown.
 
         RQ sends HINCRBY and HINCRBYFLOAT in every job's success transaction; they are
-        statistics (`rq info`, rq-dashboard), and here they lag by at most a heartbeat. If Redis
-        does not answer, they are kept for the next time.
+        statistics (`rq info`, rq-dashboard), and for the successes of handle_job_success's
+        script they lag by at most a heartbeat (RQ's own path still sends them in its
+        transaction). If Redis does not answer, they are kept for the next time.
         """
         with self.counts_lock:
             successes, seconds = self.unsent_successes, self.unsent_working_seconds
