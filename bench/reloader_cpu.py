@@ -8,7 +8,7 @@ Each side runs with the development settings on a free port in .venv (which mkdo
 watchdog, so Werkzeug's reloader takes its watchdog type): `flask run --debug` (Werkzeug's
 reloader watching every folder on sys.path), then `python -m devtools.devserver` (Procfile.dev's
 web line). After a 5 s start it reads the CPU time of the process and its children
-(psutil) for `--seconds`, and prints it as a share of one core. docs/dashboard.md quotes it.
+(bench.job_cost.process_cpu) for `--seconds`, and prints it as a share of one core. docs/dashboard.md quotes it.
 """
 
 import argparse
@@ -24,20 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import free_port  # noqa: E402
+from bench.job_cost import process_cpu  # noqa: E402
 
 SETTLE_SECONDS = 5
-
-
-def tree_cpu(process):
-    """User + system CPU seconds of a process and its live children."""
-    total = 0.0
-    for each in [process, *process.children(recursive=True)]:
-        try:
-            times = each.cpu_times()
-            total += times.user + times.system
-        except Exception:  # noqa: BLE001 - a child that ended meanwhile
-            continue
-    return total
 
 
 def share_of_a_core(command, seconds):
@@ -50,9 +39,9 @@ def share_of_a_core(command, seconds):
     try:
         time.sleep(SETTLE_SECONDS)
         watched = psutil.Process(process.pid)
-        before, started = tree_cpu(watched), time.monotonic()
+        before, started = process_cpu(watched), time.monotonic()
         time.sleep(seconds)
-        return (tree_cpu(watched) - before) / (time.monotonic() - started)
+        return (process_cpu(watched) - before) / (time.monotonic() - started)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
@@ -76,7 +65,8 @@ def main():
     for name, command in sides.items():
         print(f"{name}: {100 * share_of_a_core(command, args.seconds):.1f} % of a core", flush=True)
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"{when}, {os.cpu_count()} cores, `python3 bench/reloader_cpu.py`, {args.seconds:g} s each after {SETTLE_SECONDS} s")
+    command = "python3 bench/reloader_cpu.py" + ("" if args.seconds == 20 else f" --seconds {args.seconds:g}")
+    print(f"{when}, {os.cpu_count()} cores, `{command}`, {args.seconds:g} s each after {SETTLE_SECONDS} s")
 
 
 if __name__ == "__main__":

@@ -264,11 +264,11 @@ class ThreadPoolWorker(BaseWorker):
             self.cleanup_execution(job, pipeline=pipeline, execution=execution)
             try:
                 self.success_transaction.run(pipeline, guard_key=job.dependents_key, needed_key=job.key)
-            except redis.exceptions.WatchError:
-                has_dependents = True
+            except redis.exceptions.WatchError:  # dependents, or the hash gone: nothing was written
+                left_to_rq = True
             else:
-                has_dependents = False
-        if has_dependents:  # nothing written: RQ's own path writes the same and moves the dependents to ready
+                left_to_rq = False
+        if left_to_rq:  # RQ's own path writes the same, moves the dependents to ready, saves the whole hash
             return super().handle_job_success(job, queue, started_job_registry, execution)
         self.count_success(job.ended_at - job.started_at)
         release_slot(job)
@@ -285,7 +285,6 @@ class ThreadPoolWorker(BaseWorker):
         status, started_at (running.RunningJob.wrap_perform), ended_at and last_heartbeat
         (handle_execution_ended); prepare_job_execution wrote the worker's name.
         """
-        job._status = JobStatus.FINISHED
         pipeline.hset(job.key, mapping={
             "status": JobStatus.FINISHED,
             "started_at": utcformat(job.started_at),

@@ -104,18 +104,28 @@ def test_the_worker_takes_jobs_with_blmove_so_a_taken_job_is_never_in_no_list(ap
     assert not used & {"blpop", "lpop", "brpop", "rpop"}, sorted(used)
 
 
-def test_a_job_already_waiting_is_taken_and_read_by_one_script_that_still_moves_it_into_rq_wip(app, client, smtp_server, run_worker):
-    """rq_threads.dequeue: LMOVE into rq:wip:<queue> and the job hash's HGETALL in one Lua script, one round trip per job."""
-    from rq_threads.dequeue import TAKE_AND_READ
+def three_signups_sent_by_a_burst_worker(app, client, smtp_server, run_worker, prefix):
+    """Three signups, then Redis's scripts and command counts reset, then a burst worker sends the three mails.
 
+    Returns the jobs' Redis client and the ids of the three jobs.
+    """
     jobs_redis = redis.Redis.from_url(app.config["RQ_REDIS_URL"])
     for number in range(3):
-        signup(client, f"waiting{number}@example.com")
+        signup(client, f"{prefix}{number}@example.com")
+    job_ids = mailers_queue(app).job_ids
     jobs_redis.script_flush()  # only scripts loaded from now on count
     jobs_redis.config_resetstat()
     result = run_worker()
     assert result.returncode == 0, result.stderr
     assert len(smtp_server.wait_for_messages(3)) == 3
+    return jobs_redis, job_ids
+
+
+def test_a_job_already_waiting_is_taken_and_read_by_one_script_that_still_moves_it_into_rq_wip(app, client, smtp_server, run_worker):
+    """rq_threads.dequeue: LMOVE into rq:wip:<queue> and the job hash's HGETALL in one Lua script, one round trip per job."""
+    from rq_threads.dequeue import TAKE_AND_READ
+
+    jobs_redis, _ = three_signups_sent_by_a_burst_worker(app, client, smtp_server, run_worker, "waiting")
     assert jobs_redis.script_exists(hashlib.sha1(TAKE_AND_READ.encode()).hexdigest()) == [True]
     stats = jobs_redis.info("commandstats")
     assert stats["cmdstat_lmove"]["calls"] >= 3  # inside the script: still moved into rq:wip:mailers
@@ -130,15 +140,7 @@ def test_a_job_without_dependents_records_its_success_in_one_script_without_watc
 
     from rq_threads.transaction import RUN_UNLESS_EXISTS
 
-    jobs_redis = redis.Redis.from_url(app.config["RQ_REDIS_URL"])
-    for number in range(3):
-        signup(client, f"finished{number}@example.com")
-    job_ids = mailers_queue(app).job_ids
-    jobs_redis.script_flush()  # only scripts loaded from now on count
-    jobs_redis.config_resetstat()
-    result = run_worker()
-    assert result.returncode == 0, result.stderr
-    assert len(smtp_server.wait_for_messages(3)) == 3
+    jobs_redis, job_ids = three_signups_sent_by_a_burst_worker(app, client, smtp_server, run_worker, "finished")
     assert jobs_redis.script_exists(hashlib.sha1(RUN_UNLESS_EXISTS.encode()).hexdigest()) == [True]
     stats = jobs_redis.info("commandstats")
     assert "cmdstat_watch" not in stats  # RQ's own path WATCHes the dependents set before it reads it
