@@ -224,6 +224,7 @@ PHASES = (
     ("ThreadPoolWorker.prepare_job_execution", "job: execution record + prepare, one transaction (rq_threads)"),
     ("send_mail_job", "job: the mail itself (render, MIME, SMTP, sent-marker)"),
     ("BaseWorker.handle_execution_ended", "job: job heartbeat after it ran"),
+    ("ThreadPoolWorker.handle_job_success", "job: success (rq_threads: one script, or RQ's transaction)"),
     ("BaseWorker.handle_job_success", "job: success transaction (result, registries, counters)"),
     ("BaseWorker.maintain_heartbeats", "heartbeat thread"),
     ("RQScheduler", "scheduler thread"),
