@@ -67,6 +67,8 @@ def substitute_worker_class(dotted):
 
     module, _, name = dotted.rpartition(".")
     worker_class = getattr(importlib.import_module(module), name)
+    if os.environ.get("RQ_SUITE_RECORD_START_AFTER"):  # run.py's second pass: the Procfile worker's setting
+        worker_class.record_start_after = float(os.environ["RQ_SUITE_RECORD_START_AFTER"])
     for namespace in (rq, rq.worker):
         namespace.Worker = namespace.SimpleWorker = worker_class
     return worker_class
@@ -79,13 +81,13 @@ WORKER_CLASS = substitute_worker_class(os.environ["RQ_SUITE_WORKER_CLASS"])
 
 
 def expected_failures():
-    """The checked-in list: `test node id  # reason`, one a line."""
+    """The checked-in lists of this pass: `test node id  # reason`, one a line."""
     listed = {}
-    path = Path(os.environ["RQ_SUITE_EXPECTED_FAILURES"])
-    for line in path.read_text().splitlines():
-        node, _, reason = line.partition("#")
-        if node.strip():
-            listed[node.strip()] = reason.strip()
+    for path in os.environ["RQ_SUITE_EXPECTED_FAILURES"].split(os.pathsep):
+        for line in Path(path).read_text().splitlines():
+            node, _, reason = line.partition("#")
+            if node.strip():
+                listed[node.strip()] = reason.strip()
     return listed
 
 

@@ -14,6 +14,11 @@ from rq_threads import rq_internals
 # The RunningJob whose thread this is (set by the job's own thread, read by its death penalty).
 this_thread = threading.local()
 
+# What became of a job's start record (RunningJob.start).
+SENT = "sent"  # sent to Redis (or its reply was lost: it may be there)
+HELD = "held"  # built, held back, not sent: Redis does not show the job started
+DROPPED = "dropped"  # the job ended while it was held: it is never sent
+
 
 class JobStopped(BaseException):
     """Raised in a job's thread by stop-job or stop-execution: the job ends STOPPED, on_stopped runs, no retry.
@@ -68,6 +73,13 @@ class RunningJob:
         self.worker, self.job, self.queue = worker, job, queue
         self.execution = rq_internals.new_execution(worker, job)  # not in Redis yet: its thread writes it (run)
         self.execution_written = False
+        self.handed_at = time.monotonic()
+        # The job's start record (ThreadPoolWorker.record_start_after): SENT once its thread sent it,
+        # HELD while its transaction waits (held_start), DROPPED if the job ended before it was sent.
+        self.start = SENT
+        self.held_start = None  # the held transaction (a redis-py pipeline, not sent)
+        self.held_in_intermediate_list = False  # held while the job's id sits in its queue's in-progress list
+        self.start_lock = threading.Lock()
         self.thread = None
         self.lock = threading.Lock()
         self.in_function = False

@@ -19,7 +19,7 @@ from rq.worker import BaseWorker, WorkerStatus
 
 from rq_threads import rq_internals
 from rq_threads.dequeue import Taker
-from rq_threads.running import JobKilled, JobStopped, RunningJob, ThreadDeathPenalty, this_thread
+from rq_threads.running import DROPPED, HELD, SENT, JobKilled, JobStopped, RunningJob, ThreadDeathPenalty, this_thread
 from rq_threads.scheduler import ThreadScheduler, unreadable
 from rq_threads.transaction import GuardedTransaction
 
@@ -45,6 +45,12 @@ class ThreadPoolWorker(BaseWorker):
     cold_shutdown_timeout = 5
     # The work loop's own heartbeats and suspension checks, at most once per this many seconds.
     work_loop_check_interval = 1.0
+    # None: a job's start record (its started-registry entry, its execution record, STARTED on
+    # its hash) is sent before its function runs, as RQ sends it. A number of seconds: the
+    # record is held back, and the heartbeat thread sends it only for a job that still runs
+    # that long after it was taken; a job that ends sooner goes from queued to its end, and its
+    # end takes it out of the queue's in-progress list. Its failure paths send it first.
+    record_start_after = None
 
     def __init__(self, queues, *args, concurrency=None, **kwargs):
         """RQ's worker arguments, plus how many jobs may run at once."""
@@ -219,15 +225,70 @@ class ThreadPoolWorker(BaseWorker):
             return super().prepare_job_execution(job, remove_from_intermediate_queue)
         running.execution_written = True  # tried: if the transaction fails, RQ's failure path cleans up after it
         self.log.debug("Worker %s: preparing for execution of job ID %s", self.name, job.id)
-        with self.connection.pipeline() as pipeline:
-            heartbeat_ttl = self.get_heartbeat_ttl(job)
-            rq_internals.write_execution(self, running.execution, job, heartbeat_ttl, pipeline)
-            job.prepare_for_execution(self.name, pipeline=pipeline)  # it writes the job's heartbeat too
-            pipeline.persist(job.key)
-            if remove_from_intermediate_queue:
-                pipeline.lrem(self.queue_class(job.origin, connection=self.connection).intermediate_queue_key, 1, job.id)
-            pipeline.execute()
+        hold = self.record_start_after is not None
+        if hold and BaseWorker.get_state(self) != WorkerStatus.BUSY:
+            self.set_state(WorkerStatus.BUSY)  # sent now: `rq info` shows the worker busy though no start may be sent
+        pipeline = self.connection.pipeline()
+        heartbeat_ttl = self.get_heartbeat_ttl(job)
+        rq_internals.write_execution(self, running.execution, job, heartbeat_ttl, pipeline)
+        job.prepare_for_execution(self.name, pipeline=pipeline)  # it writes the job's heartbeat too
+        pipeline.persist(job.key)
+        if remove_from_intermediate_queue:
+            pipeline.lrem(self.queue_class(job.origin, connection=self.connection).intermediate_queue_key, 1, job.id)
+        if hold:
+            running.start, running.held_start = HELD, pipeline
+            running.held_in_intermediate_list = remove_from_intermediate_queue
+        else:
+            with pipeline:
+                pipeline.execute()
         self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
+
+    # --- a start held back (record_start_after) ------------------------------------------------
+
+    def send_held_start(self, running):
+        """Send a job's held-back start record now, unless it was sent or dropped already."""
+        with running.start_lock:
+            if running.start != HELD:
+                return
+            # Sent from here on: if the reply is lost, the record may be in Redis, and the job's
+            # end cleans up after it as after any sent one.
+            running.start, pipeline, running.held_start = SENT, running.held_start, None
+            with pipeline:
+                pipeline.execute()
+
+    def send_held_start_of(self, execution):
+        """send_held_start for the job of that execution, if it runs here (a failure path: RQ's expects the record)."""
+        running = self.running_execution(execution.id) if execution is not None else None
+        if running is not None:
+            self.send_held_start(running)
+
+    def drop_held_start(self, running):
+        """True if the job's start record was still held: it is never sent (the job succeeded before it was due)."""
+        with running.start_lock:
+            if running.start != HELD:
+                return False
+            running.start, running.held_start = DROPPED, None
+            return True
+
+    def forget_held_back(self, running, queue, pipeline):
+        """In `pipeline`: take a job whose start was held back out of its queue's in-progress list.
+
+        RQ's prepare_job_execution does that when it marks the job started. If the start record
+        was sent meanwhile it did so already, and these are no-ops. The key RQ's maintenance
+        writes for an id it finds in that list without a started entry is deleted too.
+        """
+        if running.held_in_intermediate_list:
+            pipeline.lrem(queue.intermediate_queue_key, 1, running.job.id)
+            pipeline.delete(rq_internals.first_seen_key(queue, running.job.id))
+
+    def send_due_starts(self, held_for):
+        """Send each start record held back for `held_for` seconds or longer (its job still runs)."""
+        for running in list(self.running):
+            if running.start == HELD and time.monotonic() - running.handed_at >= held_for:
+                try:
+                    self.send_held_start(running)
+                except redis.exceptions.RedisError:  # Redis away: the job's end or failure path cleans up
+                    self.log.warning("Worker %s: the start of job %s could not be sent", self.name, running.job.id)
 
     def write_execution_alone(self, running):
         """Write a job's execution record in a transaction of its own (its perform_job ended before preparing the job)."""
@@ -248,8 +309,12 @@ class ThreadPoolWorker(BaseWorker):
         to ready, and it writes the whole hash again. A job that repeats (RQ's Repeat) is left to
         RQ as well.
         """
-        if getattr(this_thread, "running", None) is None or job.repeats_left:
+        running = getattr(this_thread, "running", None)
+        if running is None or job.repeats_left:
+            if running is not None:
+                self.send_held_start(running)
             return super().handle_job_success(job, queue, started_job_registry, execution)
+        never_started = self.drop_held_start(running)
         if self.success_transaction is None:
             self.success_transaction = GuardedTransaction(self.connection)
         self.log.debug("Worker %s: handling successful execution of job %s", self.name, job.id)
@@ -261,7 +326,11 @@ class ThreadPoolWorker(BaseWorker):
                 self.record_finished(job, result_ttl, execution, pipeline)
             self.expire_finished(job, result_ttl, pipeline)
             job._status = JobStatus.FINISHED
-            self.cleanup_execution(job, pipeline=pipeline, execution=execution)
+            if never_started:
+                self.executions.pop(execution.id, None)  # nothing of the execution is in Redis
+            else:
+                self.cleanup_execution(job, pipeline=pipeline, execution=execution)
+            self.forget_held_back(running, queue, pipeline)
             try:
                 self.success_transaction.run(pipeline, guard_key=job.dependents_key, needed_key=job.key)
             except redis.exceptions.WatchError:  # dependents, or the hash gone: nothing was written
@@ -269,6 +338,9 @@ class ThreadPoolWorker(BaseWorker):
             else:
                 left_to_rq = False
         if left_to_rq:  # RQ's own path writes the same, moves the dependents to ready, saves the whole hash
+            with self.connection.pipeline() as pipeline:
+                self.forget_held_back(running, queue, pipeline)
+                pipeline.execute()
             return super().handle_job_success(job, queue, started_job_registry, execution)
         self.count_success(job.ended_at - job.started_at)
         release_slot(job)
@@ -283,10 +355,12 @@ class ThreadPoolWorker(BaseWorker):
         again, its description, its callbacks), then adds its result and its entry in the
         finished registry. The job's thread changed four fields since the job was read:
         status, started_at (running.RunningJob.wrap_perform), ended_at and last_heartbeat
-        (handle_execution_ended); prepare_job_execution wrote the worker's name.
+        (handle_execution_ended), and the worker's name, which prepare_job_execution wrote
+        unless it held the job's start back (record_start_after).
         """
         pipeline.hset(job.key, mapping={
             "status": JobStatus.FINISHED,
+            "worker_name": job.worker_name,
             "started_at": utcformat(job.started_at),
             "ended_at": utcformat(job.ended_at),
             "last_heartbeat": utcformat(job.last_heartbeat),
@@ -336,6 +410,11 @@ class ThreadPoolWorker(BaseWorker):
             with self.counts_lock:
                 self.unsent_successes += successes
                 self.unsent_working_seconds += seconds
+
+    def handle_job_retry(self, job, queue, retry, started_job_registry, execution):
+        """RQ's, for a job that returned a Retry, once its held-back start record, if any, is sent."""
+        self.send_held_start_of(execution)
+        return super().handle_job_retry(job, queue, retry, started_job_registry, execution)
 
     def handle_execution_ended(self, job, queue, heartbeat_ttl):
         """RQ's, except that in a job's own thread the job's heartbeat joins the job's last transaction.
@@ -464,10 +543,22 @@ class ThreadPoolWorker(BaseWorker):
     # --- heartbeats --------------------------------------------------------------------------------
 
     def keep_heartbeats(self):
-        """Every job_monitoring_interval, tell Redis that the worker and each running job are alive."""
-        while not self.stopping.wait(self.job_monitoring_interval):
+        """Every job_monitoring_interval, tell Redis that the worker and each running job are alive.
+
+        With record_start_after, it also sends the start records that fall due, looking as often.
+        """
+        wake_every = self.job_monitoring_interval
+        if self.record_start_after is not None:
+            wake_every = min(wake_every, self.record_start_after)
+        next_beat = time.monotonic() + self.job_monitoring_interval
+        while not self.stopping.wait(max(0.0, min(wake_every, next_beat - time.monotonic()))):
+            if self.record_start_after is not None:
+                self.send_due_starts(self.record_start_after)
+            if time.monotonic() < next_beat:
+                continue
+            next_beat = time.monotonic() + self.job_monitoring_interval
             for running in list(self.running):
-                if not running.execution_written:  # nothing in Redis to keep alive yet
+                if not running.execution_written or running.start != SENT:  # nothing in Redis to keep alive (yet)
                     continue
                 try:
                     self.maintain_heartbeats(running.job, running.execution)
@@ -524,6 +615,7 @@ class ThreadPoolWorker(BaseWorker):
         A raising on_stopped callback is logged and does not keep the job from being recorded.
         """
         self.log.warning("Worker %s: job %s stopped by user, moving job to FailedJobRegistry", self.name, job.id)
+        self.send_held_start_of(execution)
         self.handle_execution_ended(job, queue, job.stopped_callback_timeout)
         try:
             rq_internals.execute_stopped_callback(job, self.death_penalty_class)
@@ -562,6 +654,7 @@ class ThreadPoolWorker(BaseWorker):
 
     def _finalize_failure(self, job, queue, execution, exc_info):
         """RQ's failure handling, except for a job whose stop was recorded already (stop_running_job) or comes now."""
+        self.send_held_start_of(execution)  # RQ's failure path cleans up after the record
         running = self.running_execution(execution.id)
         if running is not None and running.finalized:
             return None
@@ -572,6 +665,7 @@ class ThreadPoolWorker(BaseWorker):
 
     def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):
         """RQ's failure handling; RQ reads one "stopped job" attribute for all threads, so one thread at a time here."""
+        self.send_held_start_of(execution)
         with self.failure_lock:
             return super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
 
@@ -631,6 +725,7 @@ class ThreadPoolWorker(BaseWorker):
                 if self.cold_shutdown and deadline is None:
                     deadline = time.monotonic() + self.cold_shutdown_timeout
                 if deadline is not None and time.monotonic() >= deadline:
+                    self.send_due_starts(0)  # what RQ's abandoned-job cleanup looks for
                     self.log.warning(
                         "Worker %s: %d job(s) still in a blocking call, left to RQ's abandoned-job cleanup",
                         self.name,

@@ -259,11 +259,12 @@ def test_sigterm_with_many_mails_in_flight_finishes_them_all_then_exits(app, smt
     sign_up_many(app)
     wait_for(lambda: smtp_server.handler.rcpts_seen >= IN_FLIGHT, timeout=30, message="all sends to start")
     queue = mailers_queue(app)
-    # What `rq info` and rq-dashboard read: one worker, running all of them.
+    # What `rq info` and rq-dashboard read: one worker, running all of them, each marked started
+    # once it has run for the worker's record_start_after (1 s).
     (registered,) = Worker.all(connection=queue.connection)
-    assert len(registered.get_current_executions()) == IN_FLIGHT
     assert registered.get_state() == "busy"
-    assert StartedJobRegistry(queue=queue).count == IN_FLIGHT
+    wait_for(lambda: StartedJobRegistry(queue=queue).count == IN_FLIGHT, timeout=5, message="the 25 starts recorded")
+    assert len(registered.get_current_executions()) == IN_FLIGHT
     worker.sigterm()
     assert worker.process.wait(timeout=60) == 0
     assert "warm shut down" in worker.output().lower()

@@ -5,7 +5,7 @@ import ast
 import pytest
 import redis
 
-from rq_suite.run import MODULES, pytest_env
+from rq_suite.run import MODULES, PASSES, pytest_env
 from tests.support import ROOT
 
 
@@ -28,13 +28,28 @@ def test_rq_threads_imports_only_rq_redis_and_the_standard_library():
 
 
 def test_each_expected_failure_is_one_test_of_a_module_the_runner_runs_with_its_reason():
-    for line in (ROOT / "rq_suite" / "expected_failures.txt").read_text().splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        node, _, reason = line.partition("  # ")
-        module, _, test = node.partition("::")
-        assert module.removeprefix("tests/") in MODULES and "::" in test, line
-        assert len(reason.split()) >= 5, f"say why in a line: {line}"
+    lists = {name for _, names in PASSES for name in names}
+    assert lists == {path.name for path in (ROOT / "rq_suite").glob("expected_failures*.txt")}
+    for name in sorted(lists):
+        for line in (ROOT / "rq_suite" / name).read_text().splitlines():
+            if not line.strip() or line.startswith("#"):
+                continue
+            node, _, reason = line.partition("  # ")
+            module, _, test = node.partition("::")
+            assert module.removeprefix("tests/") in MODULES and "::" in test, line
+            assert len(reason.split()) >= 5, f"say why in a line: {line}"
+
+
+def test_the_suites_second_pass_holds_starts_back_as_long_as_the_procfiles_worker():
+    """rq_suite/run.py's held-start pass uses app.worker.MailWorker's record_start_after (read from its source: no app built)."""
+    tree = ast.parse((ROOT / "app" / "worker.py").read_text())
+    (worker,) = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "MailWorker"]
+    (setting,) = [
+        node.value.value
+        for node in worker.body
+        if isinstance(node, ast.Assign) and [target.id for target in node.targets] == ["record_start_after"]
+    ]
+    assert [after for after, _ in PASSES] == [None, setting]
 
 
 def test_only_a_run_of_every_module_checks_that_each_expected_failure_matched_a_test():
