@@ -247,7 +247,7 @@ def summarise_profile(path, top=15):
     by_thread, phase, library, leaf, total = Counter(), Counter(), Counter(), Counter(), 0
     for line in Path(path).read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if not stack:
+        if not stack or not count.isdigit():  # py-spy now and then writes a frame name with a line break in it
             continue
         count, frames = int(count), stack.split(";")
         thread = frames[0]
