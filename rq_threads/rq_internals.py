@@ -75,7 +75,6 @@ from uuid import uuid4
 
 from rq.callbacks import execute_stopped_callback as _execute_stopped_callback
 from rq.executions import Execution, ExecutionRegistry
-from rq.intermediate_queue import IntermediateQueue
 from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 
@@ -135,7 +134,7 @@ def return_value(job):
 
 def first_seen_key(queue, job_id):
     """IntermediateQueue.get_first_seen_key: what RQ's maintenance sets for an id in the in-progress list without a started entry."""
-    return IntermediateQueue(queue.key, connection=queue.connection).get_first_seen_key(job_id)
+    return queue.intermediate_queue.get_first_seen_key(job_id)
 
 
 def new_execution(worker, job):
