@@ -14,7 +14,10 @@ def test_dashboard_tabs_answer_while_a_worker_runs_a_json_job(app, client, dev_a
     start_worker(worker_env)
     signup(client, "ada@example.com")
     wait_for(lambda: smtp_server.handler.rcpts_seen >= 1, timeout=30, message="the job to start")
-    job_id = mailers_queue(app).started_job_registry.get_job_ids()[0]
+    # Recorded as started once it has run for 1 s (MailWorker.record_start_after).
+    started = mailers_queue(app).started_job_registry
+    wait_for(lambda: started.get_job_ids(), timeout=5, message="the job's start to be recorded")
+    job_id = started.get_job_ids()[0]
 
     dashboard = dev_app.test_client()
     workers = dashboard.get("/rq/0/data/workers.json")

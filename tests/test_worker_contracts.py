@@ -24,8 +24,13 @@ POISON = {"data": b"\xff\xfe not json", "description": b"\xff\xfe", "status": "q
 
 
 def only_job(queue):
-    """The one mail job the test enqueued (its id, from the queue or any registry)."""
-    ids = queue.get_job_ids() or ScheduledJobRegistry(queue=queue).get_job_ids() or StartedJobRegistry(queue=queue).get_job_ids()
+    """The one mail job the test enqueued (its id, from the queue, a registry, or the list of jobs taken and not yet marked started)."""
+    ids = (
+        queue.get_job_ids()
+        or ScheduledJobRegistry(queue=queue).get_job_ids()
+        or StartedJobRegistry(queue=queue).get_job_ids()
+        or queue.intermediate_queue.get_job_ids()
+    )
     return Job.fetch(ids[0], connection=queue.connection, serializer=JSONSerializer)
 
 
@@ -73,6 +78,8 @@ def test_a_stop_command_stops_the_mail_before_data(app, client, smtp_server, wor
     wait_for(lambda: smtp_server.handler.rcpts_seen >= 1, timeout=30, message="the send to start")
     queue = mailers_queue(app)
     job = only_job(queue)
+    # A stop command needs the job's start in Redis, recorded once it has run for 1 s (record_start_after).
+    wait_for(lambda: job.get_status(refresh=True) == JobStatus.STARTED, timeout=5, message="the job's start recorded")
     if command == "stop-job":
         send_stop_job_command(queue.connection, job.id, serializer=JSONSerializer)
     else:
