@@ -216,8 +216,10 @@ class ThreadPoolWorker(BaseWorker):
         then marks the job started in a second one. Here the job's thread sends both in one
         (RunningJob.run made the Execution; rq_internals.write_execution). The worker
         heartbeat RQ adds keeps a forking worker's key alive while its horse runs; here the
-        heartbeat thread and the work loop keep it. Called from any other thread (RQ's tests
-        call it directly), it is RQ's as it is.
+        heartbeat thread and the work loop keep it. With record_start_after, the transaction
+        is built but held (send_held_start sends it), and only the worker's busy state, if it
+        was idle, is sent now. Called from any other thread (RQ's tests call it directly), it
+        is RQ's as it is.
         """
         this_thread.ended_job = None  # handle_execution_ended sets it
         running = getattr(this_thread, "running", None)
