@@ -145,8 +145,9 @@ def bench_throughput(stack, count, workers=2, rounds=3):
         result[side]["steady_each_round"] = [run["steady_mails_per_s"] for run in side_runs]
     ratios = [rq["steady_mails_per_s"] / celery["steady_mails_per_s"]
               for rq, celery in zip(runs["rq"], runs["celery"], strict=True)]
-    result["ratio_steady"] = round(statistics.median(ratios), 2)  # as the relay's: the median of the per-round ratios
-    result["ratio_steady_each_round"] = [round(ratio, 2) for ratio in ratios]
+    # As the relay's: the median of the per-round ratios, to 3 decimals (a goal of 1.0 is not met by 0.996).
+    result["ratio_steady"] = round(statistics.median(ratios), 3)
+    result["ratio_steady_each_round"] = [round(ratio, 3) for ratio in ratios]
     result["ratio_incl_startup"] = round(result["rq"]["mails_per_s"] / result["celery"]["mails_per_s"], 2)
     return result
 
@@ -206,10 +207,10 @@ def bench_relay(workdir, count, prefork_count, processes=2, rounds=2, delay=0.1)
             result[side]["pss_mb_each_round"] = [run["pss_mb"] for run in side_runs]
         for other, key in (("celery_threads_25", "ratio_vs_celery_threads"), ("sidekiq_25", "ratio_vs_sidekiq"),
                            ("celery_prefork", "ratio_vs_celery_prefork")):
-            each = [round(ours["steady_mails_per_s"] / theirs["steady_mails_per_s"], 2)
+            each = [ours["steady_mails_per_s"] / theirs["steady_mails_per_s"]
                     for ours, theirs in zip(runs["rq"], runs[other], strict=True)]
-            result[key] = round(statistics.median(each), 2)
-            result[f"{key}_each_round"] = each
+            result[key] = round(statistics.median(each), 3)  # of the unrounded ratios: 0.996 is not 1.0
+            result[f"{key}_each_round"] = [round(ratio, 3) for ratio in each]
         result["pss_rq_minus_sidekiq_mb"] = round(result["rq"]["pss_mb"] - result["sidekiq_25"]["pss_mb"], 1)
         with app.app_context():
             from app.mail.messages import build_message

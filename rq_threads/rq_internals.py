@@ -137,6 +137,21 @@ def return_value(job):
     return job._result
 
 
+class _JobFields:
+    """Stands in for the pipeline of Job.prepare_for_execution, which makes one call on it: HSET of the job's fields."""
+
+    def hset(self, name, mapping):
+        """Keep the fields instead of queuing the write."""
+        self.mapping = mapping
+
+
+def started_fields(job, worker_name):
+    """Job.prepare_for_execution (the job's status, worker name, start and heartbeat set on it): the fields it writes."""
+    fields = _JobFields()
+    job.prepare_for_execution(worker_name, pipeline=fields)
+    return fields.mapping
+
+
 def first_seen_key(queue, job_id):
     """IntermediateQueue.get_first_seen_key: what RQ's maintenance sets for an id in the in-progress list without a started entry."""
     return queue.intermediate_queue.get_first_seen_key(job_id)

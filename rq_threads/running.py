@@ -74,10 +74,10 @@ class RunningJob:
         self.execution = rq_internals.new_execution(worker, job)  # not in Redis yet: its thread writes it (run)
         self.execution_written = False
         self.handed_at = time.monotonic()
-        # The job's start record (ThreadPoolWorker.record_start_after): SENT once its thread sent it,
-        # HELD while its transaction waits (held_start), DROPPED if the job ended before it was sent.
+        # The job's start record (ThreadPoolWorker.prepare_job_execution): SENT once sent (at once,
+        # or later with record_start_after), HELD until then, DROPPED if the job ended before.
         self.start = SENT
-        self.held_start = None  # the held transaction (a redis-py pipeline, not sent)
+        self.held_start = None  # what the start writes, until it is sent: (heartbeat TTL, the job's fields, in the list?)
         self.held_in_intermediate_list = False  # held while the job's id sits in its queue's in-progress list
         self.start_lock = threading.Lock()
         self.thread = None

@@ -216,10 +216,10 @@ class ThreadPoolWorker(BaseWorker):
         then marks the job started in a second one. Here the job's thread sends both in one
         (RunningJob.run made the Execution; rq_internals.write_execution). The worker
         heartbeat RQ adds keeps a forking worker's key alive while its horse runs; here the
-        heartbeat thread and the work loop keep it. With record_start_after, the transaction
-        is built but held (send_held_start sends it), and only the worker's busy state, if it
-        was idle, is sent now. Called from any other thread (RQ's tests call it directly), it
-        is RQ's as it is.
+        heartbeat thread and the work loop keep it. The transaction is sent by send_held_start:
+        at once, or, with record_start_after, later if the job still runs (and only the
+        worker's busy state, if it was idle, is sent now). Called from any other thread (RQ's
+        tests call it directly), it is RQ's as it is.
         """
         this_thread.ended_job = None  # handle_execution_ended sets it
         running = getattr(this_thread, "running", None)
@@ -227,22 +227,17 @@ class ThreadPoolWorker(BaseWorker):
             return super().prepare_job_execution(job, remove_from_intermediate_queue)
         running.execution_written = True  # tried: if the transaction fails, RQ's failure path cleans up after it
         self.log.debug("Worker %s: preparing for execution of job ID %s", self.name, job.id)
-        hold = self.record_start_after is not None
-        if hold and BaseWorker.get_state(self) != WorkerStatus.BUSY:
-            self.set_state(WorkerStatus.BUSY)  # sent now: `rq info` shows the worker busy though no start may be sent
-        pipeline = self.connection.pipeline()
-        heartbeat_ttl = self.get_heartbeat_ttl(job)
-        rq_internals.write_execution(self, running.execution, job, heartbeat_ttl, pipeline)
-        job.prepare_for_execution(self.name, pipeline=pipeline)  # it writes the job's heartbeat too
-        pipeline.persist(job.key)
-        if remove_from_intermediate_queue:
-            pipeline.lrem(self.queue_class(job.origin, connection=self.connection).intermediate_queue_key, 1, job.id)
-        if hold:
-            running.start, running.held_start = HELD, pipeline
-            running.held_in_intermediate_list = remove_from_intermediate_queue
+        # RQ's prepare_for_execution sets the job's fields here and now; what it writes to the
+        # job's hash goes with the rest of the start, sent now or held (record_start_after).
+        job_fields = rq_internals.started_fields(job, self.name)
+        running.held_start = (self.get_heartbeat_ttl(job), job_fields, remove_from_intermediate_queue)
+        running.start = HELD
+        if self.record_start_after is None:
+            self.send_held_start(running)
         else:
-            with pipeline:
-                pipeline.execute()
+            running.held_in_intermediate_list = remove_from_intermediate_queue
+            if BaseWorker.get_state(self) != WorkerStatus.BUSY:
+                self.set_state(WorkerStatus.BUSY)  # sent now: `rq info` shows the worker busy though no start may be sent
         self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
 
     # --- a start held back (record_start_after) ------------------------------------------------
@@ -254,8 +249,14 @@ class ThreadPoolWorker(BaseWorker):
                 return
             # Sent from here on: if the reply is lost, the record may be in Redis, and the job's
             # end cleans up after it as after any sent one.
-            running.start, pipeline, running.held_start = SENT, running.held_start, None
-            with pipeline:
+            running.start, (heartbeat_ttl, job_fields, in_list), running.held_start = SENT, running.held_start, None
+            job = running.job
+            with self.connection.pipeline() as pipeline:
+                rq_internals.write_execution(self, running.execution, job, heartbeat_ttl, pipeline)
+                pipeline.hset(job.key, mapping=job_fields)  # with the job's heartbeat (last_heartbeat)
+                pipeline.persist(job.key)
+                if in_list:
+                    pipeline.lrem(running.queue.intermediate_queue_key, 1, job.id)
                 pipeline.execute()
 
     def send_held_start_of(self, execution):
