@@ -39,8 +39,10 @@ Written again here, in one transaction (the worker's prepare_job_execution): wha
 state: new_execution and write_execution below, which also set the private `Execution._job`)
 and the body of `BaseWorker.prepare_job_execution` (`prepare_for_execution`, which writes the
 job's heartbeat too, PERSIST, and its removal from the intermediate list). RQ's forking worker
-sends the first before the fork and the second in the horse; a job thread sends both at once,
-or, with `record_start_after`, holds that transaction back and sends it only for a job that
+sends the first before the fork and the second in the horse; a job thread sends both at once
+(`prepare_for_execution` runs on the job in its thread, with a stand-in for its pipeline that
+keeps the fields it writes: started_fields below), or, with `record_start_after`, holds that
+transaction back and sends it only for a job that
 still runs then. A job that succeeded before gets, in its success script, the LREM from the
 intermediate list that the transaction held, and the DEL of the key that RQ's
 `IntermediateQueue.cleanup` sets for an id it finds there without a started entry

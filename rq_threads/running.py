@@ -16,7 +16,7 @@ this_thread = threading.local()
 
 # What became of a job's start record (RunningJob.start).
 SENT = "sent"  # sent to Redis (or its reply was lost: it may be there)
-HELD = "held"  # built, held back, not sent: Redis does not show the job started
+HELD = "held"  # not sent yet: Redis does not show the job started
 DROPPED = "dropped"  # the job ended while it was held: it is never sent
 
 
