@@ -82,6 +82,8 @@ class ThreadPoolWorker(BaseWorker):
 
     def work(self, burst=False, *args, with_scheduler=False, **kwargs):
         """RQ's work loop; the heartbeat thread and (with_scheduler, not burst) the scheduler thread live as long as it."""
+        if self.record_start_after is not None and not self.record_start_after > 0:
+            raise ValueError(f"record_start_after must be None or a number of seconds above 0, not {self.record_start_after!r}")
         self.stopping.clear()
         self.cold_shutdown = False
         self.work_loop_thread = threading.current_thread()
@@ -235,7 +237,7 @@ class ThreadPoolWorker(BaseWorker):
         if self.record_start_after is None:
             self.send_held_start(running)
         else:
-            running.held_in_intermediate_list = remove_from_intermediate_queue
+            running.held_back, running.held_in_intermediate_list = True, remove_from_intermediate_queue
             if BaseWorker.get_state(self) != WorkerStatus.BUSY:
                 self.set_state(WorkerStatus.BUSY)  # sent now: `rq info` shows the worker busy though no start may be sent
         self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
@@ -247,9 +249,7 @@ class ThreadPoolWorker(BaseWorker):
         with running.start_lock:
             if running.start != HELD:
                 return
-            # Sent from here on: if the reply is lost, the record may be in Redis, and the job's
-            # end cleans up after it as after any sent one.
-            running.start, (heartbeat_ttl, job_fields, in_list), running.held_start = SENT, running.held_start, None
+            heartbeat_ttl, job_fields, in_list = running.held_start
             job = running.job
             with self.connection.pipeline() as pipeline:
                 rq_internals.write_execution(self, running.execution, job, heartbeat_ttl, pipeline)
@@ -257,7 +257,13 @@ class ThreadPoolWorker(BaseWorker):
                 pipeline.persist(job.key)
                 if in_list:
                     pipeline.lrem(running.queue.intermediate_queue_key, 1, job.id)
+                if running.held_back:
+                    # Set by RQ's maintenance while the start was held; left, a later attempt of the
+                    # same job would look stuck in the list for more than a minute, and be failed.
+                    pipeline.delete(rq_internals.first_seen_key(running.queue, job.id))
+                running.start_maybe_sent = True  # from here on: if the reply is lost, it may be in Redis
                 pipeline.execute()
+            running.start, running.held_start = SENT, None  # not before: a send that raised is tried again
 
     def send_held_start_of(self, execution):
         """send_held_start for the job of that execution, if it runs here (a failure path: RQ's expects the record)."""
@@ -266,23 +272,32 @@ class ThreadPoolWorker(BaseWorker):
             self.send_held_start(running)
 
     def drop_held_start(self, running):
-        """True if the job's start record was still held: it is never sent (the job succeeded before it was due)."""
+        """Never send the job's start record, if it is still held (the job succeeded before it was due).
+
+        True if nothing of it can be in Redis: it was held and no send of it was tried.
+        """
         with running.start_lock:
             if running.start != HELD:
                 return False
             running.start, running.held_start = DROPPED, None
-            return True
+            return not running.start_maybe_sent
 
-    def forget_held_back(self, running, queue, pipeline):
-        """In `pipeline`: take a job whose start was held back out of its queue's in-progress list.
+    def cleanup_execution(self, job, pipeline, execution=None):
+        """RQ's, in every end of a job (success, failure, retry); for a job whose start was held back, more or less.
 
-        RQ's prepare_job_execution does that when it marks the job started. If the start record
-        was sent meanwhile it did so already, and these are no-ops. The key RQ's maintenance
-        writes for an id it finds in that list without a started entry is deleted too.
+        More: its id leaves the queue's in-progress list and RQ's first-seen key is deleted, as
+        RQ's start would have done, whether or not the start was sent (or its send raised).
+        Less: for a start never sent, RQ's removal of the execution record, which is not in Redis.
         """
-        if running.held_in_intermediate_list:
-            pipeline.lrem(queue.intermediate_queue_key, 1, running.job.id)
-            pipeline.delete(rq_internals.first_seen_key(queue, running.job.id))
+        running = self.running_execution(execution.id) if execution is not None else None
+        if running is not None and running.held_back:
+            if running.held_in_intermediate_list:
+                pipeline.lrem(running.queue.intermediate_queue_key, 1, job.id)
+                pipeline.delete(rq_internals.first_seen_key(running.queue, job.id))
+            if running.start == DROPPED and not running.start_maybe_sent:
+                self.executions.pop(execution.id, None)
+                return None
+        return super().cleanup_execution(job, pipeline=pipeline, execution=execution)
 
     def send_due_starts(self, held_for):
         """Send each start record held back for `held_for` seconds or longer (its job still runs)."""
@@ -290,8 +305,9 @@ class ThreadPoolWorker(BaseWorker):
             if running.start == HELD and time.monotonic() - running.handed_at >= held_for:
                 try:
                     self.send_held_start(running)
-                except redis.exceptions.RedisError:  # Redis away: the job's end or failure path cleans up
-                    self.log.warning("Worker %s: the start of job %s could not be sent", self.name, running.job.id)
+                except Exception:  # Redis away, say: still held, tried again; the heartbeat thread must go on
+                    self.log.warning("Worker %s: the start of job %s could not be sent", self.name, running.job.id,
+                                     exc_info=True)
 
     def write_execution_alone(self, running):
         """Write a job's execution record in a transaction of its own (its perform_job ended before preparing the job)."""
@@ -317,7 +333,7 @@ class ThreadPoolWorker(BaseWorker):
             if running is not None:
                 self.send_held_start(running)
             return super().handle_job_success(job, queue, started_job_registry, execution)
-        never_started = self.drop_held_start(running)
+        never_started = self.drop_held_start(running)  # from here on the heartbeat thread cannot send it
         if self.success_transaction is None:
             self.success_transaction = GuardedTransaction(self.connection)
         self.log.debug("Worker %s: handling successful execution of job %s", self.name, job.id)
@@ -325,15 +341,13 @@ class ThreadPoolWorker(BaseWorker):
             # The body of RQ's handle_job_success between its MULTI and its EXEC, without a repeat
             # and without the worker's counters, which are added up once the script ran (count_success).
             result_ttl = job.get_result_ttl(self.default_result_ttl)
+            if never_started and job.ttl is not None:
+                pipeline.persist(job.key)  # as RQ's start: the TTL a job was enqueued with ends when it runs
             if result_ttl != 0:
                 self.record_finished(job, result_ttl, execution, pipeline)
             self.expire_finished(job, result_ttl, pipeline)
             job._status = JobStatus.FINISHED
-            if never_started:
-                self.executions.pop(execution.id, None)  # nothing of the execution is in Redis
-            else:
-                self.cleanup_execution(job, pipeline=pipeline, execution=execution)
-            self.forget_held_back(running, queue, pipeline)
+            self.cleanup_execution(job, pipeline=pipeline, execution=execution)
             try:
                 self.success_transaction.run(pipeline, guard_key=job.dependents_key, needed_key=job.key)
             except redis.exceptions.WatchError:  # dependents, or the hash gone: nothing was written
@@ -341,9 +355,8 @@ class ThreadPoolWorker(BaseWorker):
             else:
                 left_to_rq = False
         if left_to_rq:  # RQ's own path writes the same, moves the dependents to ready, saves the whole hash
-            with self.connection.pipeline() as pipeline:
-                self.forget_held_back(running, queue, pipeline)
-                pipeline.execute()
+            if never_started and job.ttl is not None:
+                self.connection.persist(job.key)
             return super().handle_job_success(job, queue, started_job_registry, execution)
         self.count_success(job.ended_at - job.started_at)
         release_slot(job)
