@@ -4,9 +4,11 @@
     python3 dev.py test-rq test_commands.py -x   some modules, with pytest options
 
 Fetches RQ's sdist (`pip download --no-binary`) into .cache/rq-suite/, unpacks a fresh copy of
-its tests, starts a redis-server of its own on a free port, and runs pytest there with
-rq_suite/conftest.py: RQ's Worker and SimpleWorker become our class, every test listed in
-rq_suite/expected_failures.txt is a strict expected failure.
+its tests, starts a redis-server of its own on a free port, and runs pytest there twice
+(PASSES) with rq_suite/conftest.py: RQ's Worker and SimpleWorker become our class, as it is
+and then with each job's start held back as the Procfile's worker holds it; every test listed
+in rq_suite/expected_failures.txt (and, in the second run, expected_failures_held_start.txt)
+is a strict expected failure.
 """
 
 import os
