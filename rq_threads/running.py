@@ -77,9 +77,9 @@ class RunningJob:
         # The job's start record (ThreadPoolWorker.prepare_job_execution): SENT once sent (at once,
         # or later with record_start_after), HELD until then, DROPPED if the job ended before.
         self.start = SENT
-        self.held_start = None  # what the start writes, until it is sent: (heartbeat TTL, the job's fields, in the list?)
+        self.held_start = None  # what the start writes, until it is sent: (heartbeat TTL, the job's fields)
+        self.in_intermediate_list = False  # taken into its queue's in-progress list (one queue), which the start leaves
         self.held_back = False  # the worker holds starts back (record_start_after)
-        self.held_in_intermediate_list = False  # ... and the job's id waits in its queue's in-progress list
         self.start_maybe_sent = False  # a send of the start was tried: it may be in Redis
         self.start_lock = threading.Lock()
         self.thread = None

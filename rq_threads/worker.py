@@ -232,12 +232,12 @@ class ThreadPoolWorker(BaseWorker):
         # RQ's prepare_for_execution sets the job's fields here and now; what it writes to the
         # job's hash goes with the rest of the start, sent now or held (record_start_after).
         job_fields = rq_internals.started_fields(job, self.name)
-        running.held_start = (self.get_heartbeat_ttl(job), job_fields, remove_from_intermediate_queue)
-        running.start = HELD
+        running.held_start = (self.get_heartbeat_ttl(job), job_fields)
+        running.start, running.in_intermediate_list = HELD, remove_from_intermediate_queue
         if self.record_start_after is None:
             self.send_held_start(running)
         else:
-            running.held_back, running.held_in_intermediate_list = True, remove_from_intermediate_queue
+            running.held_back = True
             if BaseWorker.get_state(self) != WorkerStatus.BUSY:
                 self.set_state(WorkerStatus.BUSY)  # sent now: `rq info` shows the worker busy though no start may be sent
         self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
@@ -249,13 +249,13 @@ class ThreadPoolWorker(BaseWorker):
         with running.start_lock:
             if running.start != HELD:
                 return
-            heartbeat_ttl, job_fields, in_list = running.held_start
+            heartbeat_ttl, job_fields = running.held_start
             job = running.job
             with self.connection.pipeline() as pipeline:
                 rq_internals.write_execution(self, running.execution, job, heartbeat_ttl, pipeline)
                 pipeline.hset(job.key, mapping=job_fields)  # with the job's heartbeat (last_heartbeat)
                 pipeline.persist(job.key)
-                if in_list:
+                if running.in_intermediate_list:
                     pipeline.lrem(running.queue.intermediate_queue_key, 1, job.id)
                 if running.held_back:
                     # Set by RQ's maintenance while the start was held; left, a later attempt of the
@@ -267,9 +267,18 @@ class ThreadPoolWorker(BaseWorker):
 
     def send_held_start_of(self, execution):
         """send_held_start for the job of that execution, if it runs here (a failure path: RQ's expects the record)."""
-        running = self.running_execution(execution.id) if execution is not None else None
+        running = self.running_of(execution)
         if running is not None:
             self.send_held_start(running)
+
+    def running_of(self, execution):
+        """The RunningJob of that execution (None, or None if it does not run here): this thread's own first."""
+        if execution is None:
+            return None
+        running = getattr(this_thread, "running", None)
+        if running is not None and running.execution.id == execution.id:
+            return running
+        return self.running_execution(execution.id)
 
     def drop_held_start(self, running):
         """Never send the job's start record, if it is still held (the job succeeded before it was due).
@@ -289,9 +298,9 @@ class ThreadPoolWorker(BaseWorker):
         RQ's start would have done, whether or not the start was sent (or its send raised).
         Less: for a start never sent, RQ's removal of the execution record, which is not in Redis.
         """
-        running = self.running_execution(execution.id) if execution is not None else None
+        running = self.running_of(execution)
         if running is not None and running.held_back:
-            if running.held_in_intermediate_list:
+            if running.in_intermediate_list:
                 pipeline.lrem(running.queue.intermediate_queue_key, 1, job.id)
                 pipeline.delete(rq_internals.first_seen_key(running.queue, job.id))
             if running.start == DROPPED and not running.start_maybe_sent:
